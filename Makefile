@@ -1,0 +1,39 @@
+# The two commands a new user needs: `make demo` and `make test`.
+# Both create (or reuse) the virtual environment in $(VENV).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup demo test test-unit test-integration bench lint clean components example-pipeline
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+demo: setup
+	$(BIN)/python examples/local_demo.py
+
+test: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+test-unit: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
+
+test-integration: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration
+
+bench: setup
+	$(BIN)/python -m benchmarks
+
+lint: setup
+	$(BIN)/ruff check bridge tests examples benchmarks components
+	$(BIN)/ruff format --check bridge tests examples benchmarks components
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .bridge-dev .pytest_cache demo-output
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

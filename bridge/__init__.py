@@ -1,0 +1,6 @@
+"""mlflow-kubeflow-bridge: MLflow Model Registry -> S3 store -> KServe."""
+
+__version__ = "0.1.0"
+
+# Label value that marks every resource and file bridge owns; pruning keys on it.
+MANAGED_BY = "mlflow-kubeflow-bridge"

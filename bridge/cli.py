@@ -1,0 +1,265 @@
+"""The command line: thin. Parsing and printing here, the work in the modules.
+
+Heavy libraries (mlflow, boto3, kubernetes, kfp) are imported inside the
+commands that need them, so `bridge --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+
+import click
+
+from bridge import __version__
+from bridge.errors import BridgeError, UsageError
+from bridge.settings import Settings, load_settings
+
+log = logging.getLogger("bridge")
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class Context:
+    def __init__(self, config: str | None, log_format: str | None, log_level: str | None, debug: bool):
+        self.config = config
+        self.flags = {"log_format": log_format, "log_level": log_level}
+        self.debug = debug
+        self._settings: Settings | None = None
+
+    def settings(self, **flags) -> Settings:
+        """Settings with this command's flags on top; logging configured from them."""
+        from bridge.log import setup_logging
+
+        merged = {**self.flags, **{k: v for k, v in flags.items() if v is not None}}
+        settings = load_settings(merged, config_file=self.config)
+        setup_logging(settings.log_format, "DEBUG" if self.debug else settings.log_level)
+        return settings
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def tracking_option(f):
+    return click.option(
+        "--tracking-uri", metavar="URI", help="MLflow tracking server [env: MLFLOW_TRACKING_URI]."
+    )(f)
+
+
+def target_options(f):
+    f = click.option(
+        "--target-endpoint-url", metavar="URL", help="S3 endpoint of the target store [env: BRIDGE_TARGET_ENDPOINT_URL]."
+    )(f)
+    return click.option(
+        "--target-uri", metavar="S3URI", help="Where synced models go, s3://bucket/prefix [env: BRIDGE_TARGET_URI]."
+    )(f)
+
+
+def serving_options(f):
+    f = click.option("--namespace", metavar="NS", help="Namespace of emitted resources [env: BRIDGE_NAMESPACE].")(f)
+    return click.option("--alias", metavar="ALIAS", help="Approval alias [env: BRIDGE_ALIAS, default: champion].")(f)
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, prog_name="bridge")
+@click.option("--config", "config", metavar="FILE", envvar="BRIDGE_CONFIG", help="Optional TOML config file [env: BRIDGE_CONFIG].")
+@click.option("--log-format", type=click.Choice(["human", "json"]), help="Log format [env: BRIDGE_LOG_FORMAT].")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False), help="Log level [env: BRIDGE_LOG_LEVEL].")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.pass_context
+def cli(ctx, config, log_format, log_level, debug):
+    """Sync approved MLflow models to KServe, and gate their promotion.
+
+    \b
+    Settings: flags > environment > --config FILE > defaults.
+    Exit codes: 0 ok, 1 a gate or check said no, 2 bad usage or
+    configuration, 3 an outside system failed (retryable).
+    """
+    ctx.obj = Context(config, log_format, log_level, debug)
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Run one reconcile pass and exit.")
+@click.option("--output-dir", type=click.Path(file_okay=False), help="GitOps directory for the YAML [env: BRIDGE_OUTPUT_DIR].")
+@click.option("--model", "models", multiple=True, metavar="NAME", help="Only this registered model (repeatable).")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Report format on stdout.")
+@tracking_option
+@target_options
+@serving_options
+@pass_ctx
+def sync(ctx: Context, once, output_dir, models, output, **flags):
+    """Copy approved versions to the serving store and emit InferenceServices.
+
+    Finds every registered model whose approval alias (default `champion`)
+    points at a version, copies that version's artifacts to
+    <BRIDGE_TARGET_URI>/<model>/<version>/, verifies every file's SHA-256,
+    and only then writes the InferenceService YAML. Without --once it
+    keeps polling every BRIDGE_POLL_INTERVAL seconds.
+
+    \b
+    Example:
+      bridge sync --once --output-dir gitops/models
+      bridge sync --once --model fraud-detector --output json
+    """
+    settings = ctx.settings(output_dir=output_dir, **flags)
+    from bridge.runner import run_sync
+
+    return run_sync(settings, list(models) or None, settings.output_dir, once=once, output=output)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--version", "version", required=True, metavar="N", help="Model version to render.")
+@tracking_option
+@target_options
+@serving_options
+@pass_ctx
+def render(ctx: Context, model, version, **flags):
+    """Print the InferenceService YAML for one model version.
+
+    Reads the registry and the store only; writes nothing. A version that is
+    not published yet renders with its future storageUri and a warning.
+
+    \b
+    Example:
+      bridge render fraud-detector --version 3
+    """
+    settings = ctx.settings(**flags)
+    from bridge.runner import render_version
+
+    click.echo(render_version(settings, model, version), nl=False)
+    return 0
+
+
+@cli.command("config")
+@pass_ctx
+def config_cmd(ctx: Context):
+    """Print the effective settings (secrets are never settings).
+
+    \b
+    Example:
+      BRIDGE_ALIAS=prod bridge config
+    """
+    settings = ctx.settings()
+    for row in settings.describe():
+        click.echo(f"{row['name']:22} {getattr(settings, row['name'])!s:40} [{row['env']}]")
+    return 0
+
+
+@cli.group()
+def dev():
+    """The local stack: a real MLflow server (sqlite) and an S3 server.
+
+    \b
+    Example:
+      bridge dev up && eval "$(bridge dev env)"
+      bridge dev down
+    """
+
+
+@dev.command("up")
+@click.option("--state-dir", type=click.Path(file_okay=False), envvar="BRIDGE_DEV_DIR", help="Where state lives [env: BRIDGE_DEV_DIR, default: ./.bridge-dev].")
+@pass_ctx
+def dev_up(ctx: Context, state_dir):
+    """Start MLflow + S3 on free ports and print the environment to use.
+
+    \b
+    Example:
+      bridge dev up --state-dir /tmp/bridge-dev
+    """
+    from pathlib import Path
+
+    from bridge import devstack
+
+    ctx.settings()
+    stack, started = devstack.up(Path(state_dir) if state_dir else None)
+    if started:
+        click.echo(f"# started MLflow at {stack.mlflow_url} and S3 at {stack.s3_url} (state: {stack.state_dir})", err=True)
+    else:
+        click.echo(
+            f"# already running: MLflow at {stack.mlflow_url} (pid {stack.mlflow_pid}), "
+            f"S3 at {stack.s3_url} (pid {stack.s3_pid}); state in {stack.state_dir}",
+            err=True,
+        )
+    click.echo(devstack.shell_exports(stack.env()), nl=False)
+    return 0
+
+
+@dev.command("env")
+@click.option("--state-dir", type=click.Path(file_okay=False), envvar="BRIDGE_DEV_DIR", help="Where state lives.")
+@pass_ctx
+def dev_env(ctx: Context, state_dir):
+    """Print the environment of the running stack (for eval).
+
+    \b
+    Example:
+      eval "$(bridge dev env)"
+    """
+    from pathlib import Path
+
+    from bridge import devstack
+
+    ctx.settings()
+    path = Path(state_dir) if state_dir else devstack.default_state_dir()
+    stack = devstack.read_state(path.resolve())
+    if stack is None or not stack.is_running():
+        raise UsageError(f"no dev stack is running in {path}", hint="start one with: bridge dev up")
+    click.echo(devstack.shell_exports(stack.env()), nl=False)
+    return 0
+
+
+@dev.command("down")
+@click.option("--state-dir", type=click.Path(file_okay=False), envvar="BRIDGE_DEV_DIR", help="Where state lives.")
+@pass_ctx
+def dev_down(ctx: Context, state_dir):
+    """Stop exactly the processes `bridge dev up` started.
+
+    \b
+    Example:
+      bridge dev down
+    """
+    from pathlib import Path
+
+    from bridge import devstack
+
+    ctx.settings()
+    stack = devstack.down(Path(state_dir) if state_dir else None)
+    if stack is None:
+        click.echo("no dev stack was running", err=True)
+    else:
+        click.echo(f"stopped MLflow (pid {stack.mlflow_pid}) and S3 (pid {stack.s3_pid})", err=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        result = cli.main(args=args, prog_name="bridge", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except BridgeError as exc:
+        from bridge.log import redact
+
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {redact(exc.one_line())}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - last resort: one line unless --debug
+        from bridge.log import redact
+
+        if debug:
+            traceback.print_exc()
+        line = " ".join(str(exc).split()) or type(exc).__name__
+        click.echo(f"error: unexpected {type(exc).__name__}: {redact(line)} (rerun with --debug)", err=True)
+        sys.exit(1)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -1,0 +1,96 @@
+"""The GitOps output directory: one YAML file per resource, written atomically.
+
+Only files that carry bridge's managed-by label are ever changed or removed,
+so the directory can hold hand-written files too. A file whose content did
+not change is not touched (same bytes, same mtime), so Git sees no diff.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from bridge import MANAGED_BY
+from bridge.serving import MANAGED_BY_LABEL
+
+KUSTOMIZATION = "kustomization.yaml"
+_OWNED_MARK = f"{MANAGED_BY_LABEL}: {MANAGED_BY}"
+
+
+@dataclass
+class OutputChange:
+    written: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+
+def atomic_write(path: Path, text: str) -> bool:
+    """Write ``text`` to ``path`` via a temporary file and rename; False if already equal."""
+    data = text.encode()
+    try:
+        if path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+class OutputDir:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def owned_files(self) -> dict[str, str]:
+        """name -> text of every YAML file here that bridge wrote."""
+        if not self.path.is_dir():
+            return {}
+        owned = {}
+        for p in sorted(self.path.glob("*.yaml")):
+            if p.name == KUSTOMIZATION:
+                continue
+            text = p.read_text()
+            if _OWNED_MARK in text:
+                owned[p.name] = text
+        return owned
+
+    def reconcile(self, desired: dict[str, str], in_scope) -> OutputChange:
+        """Make the owned files equal ``desired`` for every file name ``in_scope(name)`` accepts."""
+        change = OutputChange()
+        self.path.mkdir(parents=True, exist_ok=True)
+        for name in sorted(desired):
+            if atomic_write(self.path / name, desired[name]):
+                change.written.append(name)
+            else:
+                change.unchanged.append(name)
+        for name in sorted(self.owned_files()):
+            if name not in desired and in_scope(name):
+                (self.path / name).unlink()
+                change.removed.append(name)
+        kustomization = self.path / KUSTOMIZATION
+        # A kustomization.yaml the user wrote is theirs: leave it alone.
+        if not kustomization.exists() or _OWNED_MARK in kustomization.read_text():
+            if atomic_write(kustomization, self._kustomization()):
+                change.written.append(KUSTOMIZATION)
+        return change
+
+    def _kustomization(self) -> str:
+        body = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": sorted(self.owned_files()),
+        }
+        return f"# {_OWNED_MARK}\n" + yaml.safe_dump(body, sort_keys=True, default_flow_style=False)

@@ -1,0 +1,103 @@
+"""Glue between the CLI and the core: build the edges, run, print the report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import signal
+import sys
+import threading
+
+import click
+
+from bridge.errors import BridgeError, worst_exit_code
+from bridge.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_reconciler(settings: Settings):
+    from bridge.registry import Registry
+    from bridge.store import Store
+    from bridge.sync import Reconciler
+
+    settings.require("tracking_uri", "target_uri")
+    return Reconciler(settings, Registry(settings), Store(settings))
+
+
+def print_report(report, output: str) -> None:
+    if output == "json":
+        click.echo(json.dumps([r.as_dict() for r in report.results], indent=2, sort_keys=True))
+        return
+    if not report.results:
+        click.echo("no approved models found")
+    for r in report.results:
+        if r.error:
+            click.echo(f"{r.name}: failed: {r.error.one_line()}")
+        elif r.state == "removed":
+            click.echo(f"{r.name}: removed (alias no longer set)")
+        else:
+            click.echo(f"{r.name}: version {r.version} {r.state} -> {r.storage_uri} ({r.bytes_copied} bytes copied)")
+    if report.output is not None:
+        o = report.output
+        click.echo(f"output: {len(o.written)} written, {len(o.removed)} removed, {len(o.unchanged)} unchanged")
+
+
+def run_sync(settings: Settings, models, output_dir, *, once: bool, output: str) -> int:
+    reconciler = build_reconciler(settings)
+    if once:
+        report = reconciler.run_once(models, output_dir)
+        print_report(report, output)
+        return report.exit_code
+    return poll_forever(reconciler, models, output_dir, settings.poll_interval, output)
+
+
+def poll_forever(reconciler, models, output_dir, interval: float, output: str) -> int:
+    """Reconcile every ``interval`` seconds; back off with jitter while outside systems fail."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    failures = 0
+    while not stop.is_set():
+        try:
+            report = reconciler.run_once(models, output_dir)
+            print_report(report, output)
+            code = report.exit_code
+        except BridgeError as exc:
+            log.error("sync pass failed: %s", exc.one_line())
+            code = exc.exit_code
+        failures = failures + 1 if code == 3 else 0
+        delay = interval if not failures else min(interval, 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
+        stop.wait(delay)
+    sys.stdout.flush()
+    return 0
+
+
+def render_version(settings: Settings, model: str, version: str) -> str:
+    from bridge.names import k8s_name
+    from bridge.publish import Publisher
+    from bridge.registry import Registry
+    from bridge.serving import DesiredService, ServedVersion, ServingOptions, inference_service, to_yaml
+    from bridge.store import Store
+
+    settings.require("tracking_uri", "target_uri")
+    registry, store = Registry(settings), Store(settings)
+    info = registry.model_version(model, version)
+    kname = k8s_name(model)
+    publisher = Publisher(store)
+    published = publisher.published(kname, info.version)
+    if published is None:
+        log.warning("%s version %s is not published yet; run `bridge sync --once` first", model, version)
+        storage_uri = store.uri(publisher.version_prefix(kname, info.version))
+        served = ServedVersion(info.version, storage_uri, "", info.run_id, info.download_uri)
+    else:
+        served = ServedVersion(info.version, published.storage_uri, published.digest, info.run_id, info.download_uri)
+    resource = inference_service(
+        DesiredService(model, kname, settings.alias, served),
+        ServingOptions(settings.namespace, settings.service_account),
+    )
+    return to_yaml(resource)
+
+
+__all__ = ["run_sync", "render_version", "build_reconciler", "worst_exit_code"]

@@ -1,0 +1,256 @@
+"""One typed settings object, read once.
+
+Precedence: command-line flags > environment > config file (TOML) > defaults.
+Every field documents its environment variable; ``bridge config`` prints the
+effective values and the README's configuration table lists the same fields.
+Secrets (MLflow tokens and passwords, AWS keys, webhook secrets) are never
+settings: the MLflow and AWS clients read them from their own standard
+variables, so they cannot leak through a settings dump.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from bridge.errors import UsageError
+
+# MLflow aliases: letters, digits, '_' and '-', not a version-like "v<digits>".
+_ALIAS_RE = re.compile(r"^[A-Za-z0-9_\-]{1,255}$")
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _setting(default: Any, env: tuple[str, ...], help: str, parse: Callable[[str], Any] = str):
+    return field(default=default, metadata={"env": env, "help": help, "parse": parse})
+
+
+def _parse_bool(value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _parse_positive_float(value: str) -> float:
+    f = float(value)
+    if f <= 0:
+        raise ValueError(f"must be greater than 0, got {value!r}")
+    return f
+
+
+def _parse_non_negative_int(value: str) -> int:
+    i = int(value)
+    if i < 0:
+        raise ValueError(f"must be 0 or more, got {value!r}")
+    return i
+
+
+@dataclass(frozen=True)
+class Settings:
+    tracking_uri: str | None = _setting(
+        None, ("MLFLOW_TRACKING_URI",), "MLflow tracking server, e.g. http://mlflow:5000."
+    )
+    registry_uri: str | None = _setting(
+        None, ("MLFLOW_REGISTRY_URI",), "MLflow Model Registry, if not the tracking server."
+    )
+    target_uri: str | None = _setting(
+        None,
+        ("BRIDGE_TARGET_URI",),
+        "Where synced models go: s3://bucket/prefix. A version lands in <target>/<model>/<version>/.",
+    )
+    target_endpoint_url: str | None = _setting(
+        None,
+        ("BRIDGE_TARGET_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+        "S3 endpoint of the target store (MinIO, Ceph ...); empty for AWS S3.",
+    )
+    target_region: str = _setting(
+        "us-east-1",
+        ("BRIDGE_TARGET_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
+        "Region of the target store.",
+    )
+    alias: str = _setting("champion", ("BRIDGE_ALIAS",), "Registry alias that approves a version.")
+    canary_alias: str = _setting(
+        "challenger", ("BRIDGE_CANARY_ALIAS",), "Registry alias of the canary version."
+    )
+    namespace: str = _setting(
+        "default", ("BRIDGE_NAMESPACE",), "Kubernetes namespace of emitted resources."
+    )
+    output_dir: str | None = _setting(
+        None, ("BRIDGE_OUTPUT_DIR",), "GitOps directory the InferenceService YAML is written to."
+    )
+    service_account: str = _setting(
+        "mlflow-bridge-models",
+        ("BRIDGE_SERVICE_ACCOUNT",),
+        "ServiceAccount the predictors run as; it carries the S3 credentials for KServe.",
+    )
+    s3_secret_name: str = _setting(
+        "mlflow-bridge-s3",
+        ("BRIDGE_S3_SECRET_NAME",),
+        "Existing Secret with the S3 keys KServe uses (referenced, never read).",
+    )
+    mlflow_max_retries: int = _setting(
+        3,
+        ("BRIDGE_MLFLOW_MAX_RETRIES",),
+        "Retries of one MLflow request before giving up (MLflow's own default retries for minutes).",
+        _parse_non_negative_int,
+    )
+    mlflow_timeout: float = _setting(
+        15.0,
+        ("BRIDGE_MLFLOW_TIMEOUT",),
+        "Seconds one MLflow request may take.",
+        _parse_positive_float,
+    )
+    s3_max_attempts: int = _setting(
+        4,
+        ("BRIDGE_S3_MAX_ATTEMPTS",),
+        "Attempts of one S3 request (botocore standard retry mode, with backoff).",
+        _parse_non_negative_int,
+    )
+    poll_interval: float = _setting(
+        30.0,
+        ("BRIDGE_POLL_INTERVAL",),
+        "Seconds between reconcile passes when not run with --once.",
+        _parse_positive_float,
+    )
+    log_format: str = _setting("human", ("BRIDGE_LOG_FORMAT",), "Log format: human or json.")
+    log_level: str = _setting("INFO", ("BRIDGE_LOG_LEVEL",), "Log level: DEBUG, INFO, WARNING, ERROR.")
+
+    def require(self, *names: str) -> None:
+        """Fail with a usage error naming the variable if a needed setting is empty."""
+        for name in names:
+            if not getattr(self, name):
+                env = _field(name).metadata["env"][0]
+                raise UsageError(
+                    f"{name.replace('_', '-')} is not set",
+                    hint=f"set {env} or pass --{name.replace('_', '-')}",
+                )
+
+    @property
+    def target_bucket(self) -> str:
+        self.require("target_uri")
+        return _split_s3(self.target_uri)[0]
+
+    @property
+    def target_prefix(self) -> str:
+        self.require("target_uri")
+        return _split_s3(self.target_uri)[1]
+
+    def describe(self) -> list[dict[str, str]]:
+        """Rows for documentation: name, env vars, default, help."""
+        rows = []
+        for f in fields(self):
+            rows.append(
+                {
+                    "name": f.name,
+                    "env": ", ".join(f.metadata["env"]),
+                    "default": "" if f.default is None else str(f.default),
+                    "help": f.metadata["help"],
+                }
+            )
+        return rows
+
+
+def _field(name: str) -> dataclasses.Field:
+    for f in fields(Settings):
+        if f.name == name:
+            return f
+    raise KeyError(name)
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    prefix = prefix.strip("/")
+    return bucket, (prefix + "/" if prefix else "")
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: str | os.PathLike | None = None,
+) -> Settings:
+    """Merge the four sources; every value is parsed and validated once, here."""
+    env = os.environ if env is None else env
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    config_path = config_file or env.get("BRIDGE_CONFIG")
+    from_file = _read_config(Path(config_path)) if config_path else {}
+
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        parse = f.metadata["parse"]
+        source, raw = _pick(f, flags, env, from_file)
+        if raw is None:
+            continue
+        try:
+            values[f.name] = raw if not isinstance(raw, str) else parse(raw)
+        except ValueError as exc:
+            raise UsageError(f"invalid value for {f.name} from {source}: {exc}") from None
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def _pick(f, flags, env, from_file) -> tuple[str, Any]:
+    if f.name in flags:
+        return f"--{f.name.replace('_', '-')}", flags[f.name]
+    for var in f.metadata["env"]:
+        if env.get(var):
+            return var, env[var]
+    if f.name in from_file:
+        return "the config file", from_file[f.name]
+    return "default", None
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"config file {path} does not exist", hint="fix BRIDGE_CONFIG or --config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
+    data = data.get("bridge", data)
+    known = {f.name for f in fields(Settings)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UsageError(
+            f"config file {path} has unknown setting(s): {', '.join(unknown)}",
+            hint=f"known settings: {', '.join(sorted(known))}",
+        )
+    return {k: (str(v) if isinstance(v, (int, float, bool)) else v) for k, v in data.items()}
+
+
+def _validate(s: Settings) -> None:
+    if s.target_uri is not None:
+        bucket = s.target_uri[len("s3://") :].partition("/")[0] if s.target_uri.startswith("s3://") else ""
+        if not bucket:
+            raise UsageError(
+                f"target URI {s.target_uri!r} is not an s3://bucket[/prefix] URI",
+                hint="set BRIDGE_TARGET_URI like s3://models/prod",
+            )
+    for name in ("alias", "canary_alias"):
+        value = getattr(s, name)
+        if not _ALIAS_RE.match(value) or re.fullmatch(r"[vV]\d+", value):
+            raise UsageError(f"{name} {value!r} is not a valid MLflow alias")
+    if s.alias == s.canary_alias:
+        raise UsageError(f"alias and canary alias are both {s.alias!r}; they must differ")
+    if not _DNS1123_LABEL.match(s.namespace) or len(s.namespace) > 63:
+        raise UsageError(f"namespace {s.namespace!r} is not a valid Kubernetes namespace name")
+    for name in ("service_account", "s3_secret_name"):
+        value = getattr(s, name)
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", value) or len(value) > 253:
+            raise UsageError(f"{name} {value!r} is not a valid Kubernetes object name")
+    if s.log_format not in ("human", "json"):
+        raise UsageError(f"log format {s.log_format!r} is not one of: human, json")
+    if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise UsageError(f"log level {s.log_level!r} is not one of: DEBUG, INFO, WARNING, ERROR")
+    for name in ("tracking_uri", "target_endpoint_url"):
+        value = getattr(s, name)
+        if value and "://" not in value and name == "target_endpoint_url":
+            raise UsageError(f"{name} {value!r} is not a URL", hint="use e.g. http://minio:9000")
