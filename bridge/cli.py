@@ -6,7 +6,6 @@ commands that need them, so `bridge --help` starts fast.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import traceback
@@ -23,7 +22,9 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 
 
 class Context:
-    def __init__(self, config: str | None, log_format: str | None, log_level: str | None, debug: bool):
+    def __init__(
+        self, config: str | None, log_format: str | None, log_level: str | None, debug: bool
+    ):
         self.config = config
         self.flags = {"log_format": log_format, "log_level": log_level}
         self.debug = debug
@@ -50,23 +51,45 @@ def tracking_option(f):
 
 def target_options(f):
     f = click.option(
-        "--target-endpoint-url", metavar="URL", help="S3 endpoint of the target store [env: BRIDGE_TARGET_ENDPOINT_URL]."
+        "--target-endpoint-url",
+        metavar="URL",
+        help="S3 endpoint of the target store [env: BRIDGE_TARGET_ENDPOINT_URL].",
     )(f)
     return click.option(
-        "--target-uri", metavar="S3URI", help="Where synced models go, s3://bucket/prefix [env: BRIDGE_TARGET_URI]."
+        "--target-uri",
+        metavar="S3URI",
+        help="Where synced models go, s3://bucket/prefix [env: BRIDGE_TARGET_URI].",
     )(f)
 
 
 def serving_options(f):
-    f = click.option("--namespace", metavar="NS", help="Namespace of emitted resources [env: BRIDGE_NAMESPACE].")(f)
-    return click.option("--alias", metavar="ALIAS", help="Approval alias [env: BRIDGE_ALIAS, default: champion].")(f)
+    f = click.option(
+        "--namespace", metavar="NS", help="Namespace of emitted resources [env: BRIDGE_NAMESPACE]."
+    )(f)
+    return click.option(
+        "--alias", metavar="ALIAS", help="Approval alias [env: BRIDGE_ALIAS, default: champion]."
+    )(f)
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="bridge")
-@click.option("--config", "config", metavar="FILE", envvar="BRIDGE_CONFIG", help="Optional TOML config file [env: BRIDGE_CONFIG].")
-@click.option("--log-format", type=click.Choice(["human", "json"]), help="Log format [env: BRIDGE_LOG_FORMAT].")
-@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False), help="Log level [env: BRIDGE_LOG_LEVEL].")
+@click.option(
+    "--config",
+    "config",
+    metavar="FILE",
+    envvar="BRIDGE_CONFIG",
+    help="Optional TOML config file [env: BRIDGE_CONFIG].",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["human", "json"]),
+    help="Log format [env: BRIDGE_LOG_FORMAT].",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Log level [env: BRIDGE_LOG_LEVEL].",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.pass_context
 def cli(ctx, config, log_format, log_level, debug):
@@ -82,9 +105,25 @@ def cli(ctx, config, log_format, log_level, debug):
 
 @cli.command()
 @click.option("--once", is_flag=True, help="Run one reconcile pass and exit.")
-@click.option("--output-dir", type=click.Path(file_okay=False), help="GitOps directory for the YAML [env: BRIDGE_OUTPUT_DIR].")
-@click.option("--model", "models", multiple=True, metavar="NAME", help="Only this registered model (repeatable).")
-@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Report format on stdout.")
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False),
+    help="GitOps directory for the YAML [env: BRIDGE_OUTPUT_DIR].",
+)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    metavar="NAME",
+    help="Only this registered model (repeatable).",
+)
+@click.option(
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Report format on stdout.",
+)
 @tracking_option
 @target_options
 @serving_options
@@ -160,7 +199,12 @@ def dev():
 
 
 @dev.command("up")
-@click.option("--state-dir", type=click.Path(file_okay=False), envvar="BRIDGE_DEV_DIR", help="Where state lives [env: BRIDGE_DEV_DIR, default: ./.bridge-dev].")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    envvar="BRIDGE_DEV_DIR",
+    help="Where state lives [env: BRIDGE_DEV_DIR, default: ./.bridge-dev].",
+)
 @pass_ctx
 def dev_up(ctx: Context, state_dir):
     """Start MLflow + S3 on free ports and print the environment to use.
@@ -176,7 +220,10 @@ def dev_up(ctx: Context, state_dir):
     ctx.settings()
     stack, started = devstack.up(Path(state_dir) if state_dir else None)
     if started:
-        click.echo(f"# started MLflow at {stack.mlflow_url} and S3 at {stack.s3_url} (state: {stack.state_dir})", err=True)
+        click.echo(
+            f"# started MLflow at {stack.mlflow_url} and S3 at {stack.s3_url} (state: {stack.state_dir})",
+            err=True,
+        )
     else:
         click.echo(
             f"# already running: MLflow at {stack.mlflow_url} (pid {stack.mlflow_pid}), "
@@ -188,7 +235,12 @@ def dev_up(ctx: Context, state_dir):
 
 
 @dev.command("env")
-@click.option("--state-dir", type=click.Path(file_okay=False), envvar="BRIDGE_DEV_DIR", help="Where state lives.")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    envvar="BRIDGE_DEV_DIR",
+    help="Where state lives.",
+)
 @pass_ctx
 def dev_env(ctx: Context, state_dir):
     """Print the environment of the running stack (for eval).
@@ -211,7 +263,12 @@ def dev_env(ctx: Context, state_dir):
 
 
 @dev.command("down")
-@click.option("--state-dir", type=click.Path(file_okay=False), envvar="BRIDGE_DEV_DIR", help="Where state lives.")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    envvar="BRIDGE_DEV_DIR",
+    help="Where state lives.",
+)
 @pass_ctx
 def dev_down(ctx: Context, state_dir):
     """Stop exactly the processes `bridge dev up` started.
@@ -260,6 +317,8 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             traceback.print_exc()
         line = " ".join(str(exc).split()) or type(exc).__name__
-        click.echo(f"error: unexpected {type(exc).__name__}: {redact(line)} (rerun with --debug)", err=True)
+        click.echo(
+            f"error: unexpected {type(exc).__name__}: {redact(line)} (rerun with --debug)", err=True
+        )
         sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)

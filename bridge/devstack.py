@@ -129,7 +129,9 @@ def read_state(state_dir: Path) -> Stack | None:
     except FileNotFoundError:
         return None
     except (ValueError, KeyError) as exc:
-        raise UsageError(f"{state_dir / STATE_FILE} is damaged ({exc})", hint="run bridge dev down") from None
+        raise UsageError(
+            f"{state_dir / STATE_FILE} is damaged ({exc})", hint="run bridge dev down"
+        ) from None
 
 
 def shell_exports(env: dict[str, str]) -> str:
@@ -149,8 +151,12 @@ def up(state_dir: Path | None = None, timeout: float = 120.0) -> tuple[Stack, bo
     (state_dir / "mlflow.db").unlink(missing_ok=True)
 
     s3_port, mlflow_port = free_port(), free_port()
-    base_env = {**os.environ, "AWS_ACCESS_KEY_ID": DEV_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": DEV_SECRET_KEY,
-                "AWS_DEFAULT_REGION": DEV_REGION}
+    base_env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": DEV_ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": DEV_SECRET_KEY,
+        "AWS_DEFAULT_REGION": DEV_REGION,
+    }
     for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "MLFLOW_TRACKING_URI"):
         base_env.pop(var, None)
     s3_pid = _spawn(
@@ -158,7 +164,9 @@ def up(state_dir: Path | None = None, timeout: float = 120.0) -> tuple[Stack, bo
     )
     stack = Stack(state_dir, s3_port, mlflow_port, s3_pid, 0)
     try:
-        _wait_http(f"{stack.s3_url}/moto-api/", timeout, "S3 server (moto_server)", state_dir / "s3.log")
+        _wait_http(
+            f"{stack.s3_url}/moto-api/", timeout, "S3 server (moto_server)", state_dir / "s3.log"
+        )
         _create_buckets(stack)
         mlflow_env = {
             **base_env,
@@ -170,10 +178,18 @@ def up(state_dir: Path | None = None, timeout: float = 120.0) -> tuple[Stack, bo
         }
         stack.mlflow_pid = _spawn(
             [
-                _bin("mlflow"), "server",
-                "--backend-store-uri", f"sqlite:///{state_dir / 'mlflow.db'}",
-                "--artifacts-destination", f"s3://{ARTIFACT_BUCKET}/",
-                "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "2",
+                _bin("mlflow"),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{state_dir / 'mlflow.db'}",
+                "--artifacts-destination",
+                f"s3://{ARTIFACT_BUCKET}/",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mlflow_port),
+                "--workers",
+                "2",
             ],
             state_dir / "mlflow.log",
             mlflow_env,
@@ -184,7 +200,9 @@ def up(state_dir: Path | None = None, timeout: float = 120.0) -> tuple[Stack, bo
         if stack.mlflow_pid:
             _stop(stack.mlflow_pid, "mlflow")
         raise
-    (state_dir / STATE_FILE).write_text(json.dumps(stack.to_json(), indent=2, sort_keys=True) + "\n")
+    (state_dir / STATE_FILE).write_text(
+        json.dumps(stack.to_json(), indent=2, sort_keys=True) + "\n"
+    )
     return stack, True
 
 
@@ -212,8 +230,13 @@ def _encryption_key(state_dir: Path) -> str:
 def _spawn(cmd: list[str], log_path: Path, env: dict[str, str]) -> int:
     with open(log_path, "ab") as logfile:
         proc = subprocess.Popen(
-            cmd, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, start_new_session=True, cwd=log_path.parent,
+            cmd,
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            cwd=log_path.parent,
         )
     return proc.pid
 
@@ -258,15 +281,20 @@ def _wait_http(url: str, timeout: float, what: str, log_path: Path) -> None:
         except (urllib.error.URLError, OSError) as exc:
             last = str(exc)
         time.sleep(0.25)
-    raise TemporaryError(f"{what} did not become healthy within {timeout:.0f}s ({last})", hint=f"see {log_path}")
+    raise TemporaryError(
+        f"{what} did not become healthy within {timeout:.0f}s ({last})", hint=f"see {log_path}"
+    )
 
 
 def _create_buckets(stack: Stack) -> None:
     import boto3
 
     s3 = boto3.client(
-        "s3", endpoint_url=stack.s3_url, aws_access_key_id=DEV_ACCESS_KEY,
-        aws_secret_access_key=DEV_SECRET_KEY, region_name=DEV_REGION,
+        "s3",
+        endpoint_url=stack.s3_url,
+        aws_access_key_id=DEV_ACCESS_KEY,
+        aws_secret_access_key=DEV_SECRET_KEY,
+        region_name=DEV_REGION,
     )
     for bucket in (ARTIFACT_BUCKET, TARGET_BUCKET):
         try:
@@ -274,4 +302,6 @@ def _create_buckets(stack: Stack) -> None:
         except s3.exceptions.BucketAlreadyOwnedByYou:
             pass
         except Exception as exc:  # noqa: BLE001 - reported as one line, stack stopped by caller
-            raise PermanentError(f"could not create bucket {bucket!r} on {stack.s3_url}: {exc}") from None
+            raise PermanentError(
+                f"could not create bucket {bucket!r} on {stack.s3_url}: {exc}"
+            ) from None

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import posixpath
 from dataclasses import dataclass
 
 import yaml
@@ -57,12 +56,7 @@ def content_digest(files: list[FileRecord] | tuple[FileRecord, ...]) -> str:
 def check_relative_path(path: str, model: str, version: str) -> None:
     """Refuse artifact paths that could escape the version's prefix."""
     parts = path.split("/")
-    if (
-        not path
-        or path.startswith("/")
-        or "\\" in path
-        or any(p in ("", ".", "..") for p in parts)
-    ):
+    if not path or path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts):
         raise CheckFailed(
             f"model {model!r} version {version}: artifact path {path!r} is not a plain relative path",
             hint="re-log the model without '..', absolute or empty path segments",
@@ -95,7 +89,9 @@ def plan_files(files: list[ArtifactFile], model: str, version: str, uri: str) ->
     for f in files:
         check_relative_path(f.path, model, version)
         if f.path == MARKER_NAME:
-            raise CheckFailed(f"model {model!r} version {version}: artifact {MARKER_NAME} is reserved")
+            raise CheckFailed(
+                f"model {model!r} version {version}: artifact {MARKER_NAME} is reserved"
+            )
     if not any(f.path == "MLmodel" for f in files):
         raise CheckFailed(
             f"model {model!r} version {version}: no MLmodel file at the artifact root {uri}",
@@ -157,7 +153,9 @@ class Publisher:
         data = self.store.get_bytes(prefix + MARKER_NAME)
         return parse_marker(data, self.store.uri(prefix)) if data is not None else None
 
-    def publish(self, info: ModelVersionInfo, source: ArtifactSource, model_key: str) -> PublishedVersion:
+    def publish(
+        self, info: ModelVersionInfo, source: ArtifactSource, model_key: str
+    ) -> PublishedVersion:
         """Copy, verify and mark one version; a no-op when it is already published."""
         existing = self.published(model_key, info.version)
         if existing is None:
@@ -165,7 +163,9 @@ class Publisher:
         check_same_version(existing, info)
         return existing
 
-    def copy(self, info: ModelVersionInfo, source: ArtifactSource, model_key: str) -> PublishedVersion:
+    def copy(
+        self, info: ModelVersionInfo, source: ArtifactSource, model_key: str
+    ) -> PublishedVersion:
         """Copy, verify and mark a version that is not published yet."""
         files = plan_files(source.list_files(), info.name, info.version, info.download_uri)
         check_pyfunc(source.read_bytes("MLmodel"), info.name, info.version)
@@ -203,7 +203,12 @@ class Publisher:
             raise
         log.info(
             "published %s version %s to %s (%d files, %d bytes, %s)",
-            info.name, info.version, pv.storage_uri, len(records), pv.bytes_copied, pv.digest,
+            info.name,
+            info.version,
+            pv.storage_uri,
+            len(records),
+            pv.bytes_copied,
+            pv.digest,
         )
         return pv
 

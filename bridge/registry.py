@@ -157,7 +157,9 @@ class Registry:
 
 def _model_info(rm) -> RegisteredModelInfo:
     return RegisteredModelInfo(
-        name=rm.name, aliases={k: str(v) for k, v in (rm.aliases or {}).items()}, tags=dict(rm.tags or {})
+        name=rm.name,
+        aliases={k: str(v) for k, v in (rm.aliases or {}).items()},
+        tags=dict(rm.tags or {}),
     )
 
 

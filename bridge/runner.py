@@ -38,10 +38,14 @@ def print_report(report, output: str) -> None:
         elif r.state == "removed":
             click.echo(f"{r.name}: removed (alias no longer set)")
         else:
-            click.echo(f"{r.name}: version {r.version} {r.state} -> {r.storage_uri} ({r.bytes_copied} bytes copied)")
+            click.echo(
+                f"{r.name}: version {r.version} {r.state} -> {r.storage_uri} ({r.bytes_copied} bytes copied)"
+            )
     if report.output is not None:
         o = report.output
-        click.echo(f"output: {len(o.written)} written, {len(o.removed)} removed, {len(o.unchanged)} unchanged")
+        click.echo(
+            f"output: {len(o.written)} written, {len(o.removed)} removed, {len(o.unchanged)} unchanged"
+        )
 
 
 def run_sync(settings: Settings, models, output_dir, *, once: bool, output: str) -> int:
@@ -68,7 +72,11 @@ def poll_forever(reconciler, models, output_dir, interval: float, output: str) -
             log.error("sync pass failed: %s", exc.one_line())
             code = exc.exit_code
         failures = failures + 1 if code == 3 else 0
-        delay = interval if not failures else min(interval, 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
+        delay = (
+            interval
+            if not failures
+            else min(interval, 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
+        )
         stop.wait(delay)
     sys.stdout.flush()
     return 0
@@ -78,7 +86,13 @@ def render_version(settings: Settings, model: str, version: str) -> str:
     from bridge.names import k8s_name
     from bridge.publish import Publisher
     from bridge.registry import Registry
-    from bridge.serving import DesiredService, ServedVersion, ServingOptions, inference_service, to_yaml
+    from bridge.serving import (
+        DesiredService,
+        ServedVersion,
+        ServingOptions,
+        inference_service,
+        to_yaml,
+    )
     from bridge.store import Store
 
     settings.require("tracking_uri", "target_uri")
@@ -88,11 +102,15 @@ def render_version(settings: Settings, model: str, version: str) -> str:
     publisher = Publisher(store)
     published = publisher.published(kname, info.version)
     if published is None:
-        log.warning("%s version %s is not published yet; run `bridge sync --once` first", model, version)
+        log.warning(
+            "%s version %s is not published yet; run `bridge sync --once` first", model, version
+        )
         storage_uri = store.uri(publisher.version_prefix(kname, info.version))
         served = ServedVersion(info.version, storage_uri, "", info.run_id, info.download_uri)
     else:
-        served = ServedVersion(info.version, published.storage_uri, published.digest, info.run_id, info.download_uri)
+        served = ServedVersion(
+            info.version, published.storage_uri, published.digest, info.run_id, info.download_uri
+        )
     resource = inference_service(
         DesiredService(model, kname, settings.alias, served),
         ServingOptions(settings.namespace, settings.service_account),

@@ -121,7 +121,9 @@ class Settings:
         _parse_positive_float,
     )
     log_format: str = _setting("human", ("BRIDGE_LOG_FORMAT",), "Log format: human or json.")
-    log_level: str = _setting("INFO", ("BRIDGE_LOG_LEVEL",), "Log level: DEBUG, INFO, WARNING, ERROR.")
+    log_level: str = _setting(
+        "INFO", ("BRIDGE_LOG_LEVEL",), "Log level: DEBUG, INFO, WARNING, ERROR."
+    )
 
     def require(self, *names: str) -> None:
         """Fail with a usage error naming the variable if a needed setting is empty."""
@@ -212,7 +214,9 @@ def _read_config(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise UsageError(f"config file {path} does not exist", hint="fix BRIDGE_CONFIG or --config") from None
+        raise UsageError(
+            f"config file {path} does not exist", hint="fix BRIDGE_CONFIG or --config"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
     data = data.get("bridge", data)
@@ -228,7 +232,11 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 def _validate(s: Settings) -> None:
     if s.target_uri is not None:
-        bucket = s.target_uri[len("s3://") :].partition("/")[0] if s.target_uri.startswith("s3://") else ""
+        bucket = (
+            s.target_uri[len("s3://") :].partition("/")[0]
+            if s.target_uri.startswith("s3://")
+            else ""
+        )
         if not bucket:
             raise UsageError(
                 f"target URI {s.target_uri!r} is not an s3://bucket[/prefix] URI",

@@ -63,7 +63,9 @@ class Store:
         self.bucket = settings.target_bucket
         self.prefix = settings.target_prefix
         self.endpoint_url = settings.target_endpoint_url
-        self._client = s3_client(settings.target_endpoint_url, settings.target_region, settings.s3_max_attempts)
+        self._client = s3_client(
+            settings.target_endpoint_url, settings.target_region, settings.s3_max_attempts
+        )
 
     @property
     def client(self):
@@ -90,7 +92,9 @@ class Store:
         except ClientError as exc:
             raise translate_client_error(exc, what, self.bucket) from None
         except BotoCoreError as exc:
-            raise TemporaryError(f"{what}: cannot reach S3 at {where}: {redact(str(exc))}") from None
+            raise TemporaryError(
+                f"{what}: cannot reach S3 at {where}: {redact(str(exc))}"
+            ) from None
 
     def check_access(self) -> None:
         with self.errors(f"target bucket {self.bucket!r}"):
@@ -121,7 +125,9 @@ class Store:
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/json") -> None:
         with self.errors(f"writing {self.uri(key)}"):
-            self._client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+            self._client.put_object(
+                Bucket=self.bucket, Key=key, Body=data, ContentType=content_type
+            )
 
     def upload_stream(self, key: str, stream: BinaryIO) -> tuple[int, str]:
         """Stream ``stream`` to ``key`` (multipart when large); return (size, sha256) read."""
@@ -155,7 +161,9 @@ class Store:
             for start in range(0, len(keys), 1000):
                 batch = [{"Key": k} for k in keys[start : start + 1000]]
                 if batch:
-                    self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+                    self._client.delete_objects(
+                        Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+                    )
 
 
 def translate_client_error(exc, what: str, bucket: str) -> BridgeError:
@@ -167,11 +175,27 @@ def translate_client_error(exc, what: str, bucket: str) -> BridgeError:
             f"{what}: bucket {bucket!r} does not exist",
             hint="create it or fix BRIDGE_TARGET_URI",
         )
-    if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "InvalidToken", "ExpiredToken") or status == 403:
+    if (
+        code
+        in (
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "AccessDenied",
+            "403",
+            "InvalidToken",
+            "ExpiredToken",
+        )
+        or status == 403
+    ):
         return PermanentError(
             f"{what}: S3 refused the credentials or access ({code or status})",
             hint="check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy",
         )
-    if status >= 500 or code in ("SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError"):
+    if status >= 500 or code in (
+        "SlowDown",
+        "RequestTimeout",
+        "ServiceUnavailable",
+        "InternalError",
+    ):
         return TemporaryError(f"{what}: S3 error {code or status}, retried and still failing")
     return PermanentError(f"{what}: S3 error {code or status}: {redact(err.get('Message', ''))}")

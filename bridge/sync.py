@@ -64,7 +64,9 @@ def manifest_file_name(name: str) -> str:
     return f"{name}.yaml"
 
 
-def assign_names(models: list[RegisteredModelInfo]) -> tuple[dict[str, str], dict[str, CheckFailed]]:
+def assign_names(
+    models: list[RegisteredModelInfo],
+) -> tuple[dict[str, str], dict[str, CheckFailed]]:
     """MLflow name -> Kubernetes name; models whose names collide get an error instead."""
     by_k8s: dict[str, list[str]] = defaultdict(list)
     for m in models:
@@ -89,9 +91,13 @@ class Reconciler:
         self.registry = registry
         self.store = store
         self.publisher = Publisher(store)
-        self.serving = ServingOptions(namespace=settings.namespace, service_account=settings.service_account)
+        self.serving = ServingOptions(
+            namespace=settings.namespace, service_account=settings.service_account
+        )
 
-    def run_once(self, models: list[str] | None = None, output_dir: str | None = None) -> SyncReport:
+    def run_once(
+        self, models: list[str] | None = None, output_dir: str | None = None
+    ) -> SyncReport:
         self.store.check_access()
         registered = self.registry.registered_models(models)
         alias = self.settings.alias
@@ -102,7 +108,9 @@ class Reconciler:
         desired: dict[str, str] = {}
         for m in approved:
             if m.name in clashes:
-                report.results.append(ModelResult(m.name, k8s_name(m.name), "failed", error=clashes[m.name]))
+                report.results.append(
+                    ModelResult(m.name, k8s_name(m.name), "failed", error=clashes[m.name])
+                )
                 continue
             result, resource = self._sync_model(m, names[m.name])
             report.results.append(result)
@@ -125,7 +133,9 @@ class Reconciler:
             before = self.publisher.published(kname, version)
             if before is not None:
                 check_same_version(before, info)
-            pv = before or self.publisher.copy(info, self.registry.artifact_source(info.download_uri), kname)
+            pv = before or self.publisher.copy(
+                info, self.registry.artifact_source(info.download_uri), kname
+            )
         except BridgeError as exc:
             return ModelResult(m.name, kname, "failed", version=version, error=exc), None
         resource = inference_service(
@@ -153,7 +163,9 @@ class Reconciler:
             in_scope = lambda _name: True  # noqa: E731
         change = out.reconcile(desired, in_scope)
         for name in change.removed:
-            report.results.append(ModelResult(name.removesuffix(".yaml"), name.removesuffix(".yaml"), "removed"))
+            report.results.append(
+                ModelResult(name.removesuffix(".yaml"), name.removesuffix(".yaml"), "removed")
+            )
         return change
 
 

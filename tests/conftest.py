@@ -1,0 +1,7 @@
+import os
+
+# Tests must never pick up a developer's real MLflow or cloud settings.
+for _var in list(os.environ):
+    if _var.startswith(("MLFLOW_", "AWS_", "BRIDGE_")):
+        del os.environ[_var]
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
