@@ -27,6 +27,12 @@ def build_reconciler(settings: Settings):
 
 
 def print_report(report, output: str) -> None:
+    """The report on stdout; each failure also as one `error:` line on stderr."""
+    from bridge.log import redact
+
+    for r in report.results:
+        if r.error:
+            click.echo(f"error: {redact(r.error.one_line())}", err=True)
     if output == "json":
         click.echo(json.dumps([r.as_dict() for r in report.results], indent=2, sort_keys=True))
         return
@@ -34,7 +40,7 @@ def print_report(report, output: str) -> None:
         click.echo("no approved models found")
     for r in report.results:
         if r.error:
-            click.echo(f"{r.name}: failed: {r.error.one_line()}")
+            click.echo(f"{r.name}: failed ({r.error.kind})")
         elif r.state == "removed":
             click.echo(f"{r.name}: removed (alias no longer set)")
         else:

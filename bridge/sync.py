@@ -119,9 +119,6 @@ class Reconciler:
 
         if output_dir:
             report.output = self._write_output(output_dir, report, desired, registered, models)
-        for r in report.results:
-            if r.error:
-                log.error("%s: %s", r.name, r.error.one_line())
         return report
 
     def _sync_model(self, m: RegisteredModelInfo, kname: str) -> tuple[ModelResult, dict | None]:
