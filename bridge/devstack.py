@@ -175,6 +175,8 @@ def up(state_dir: Path | None = None, timeout: float = 120.0) -> tuple[Stack, bo
             "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
             "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
             "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": _encryption_key(state_dir),
+            # The background job runner (GenAI evaluation jobs) is not needed here.
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         }
         stack.mlflow_pid = _spawn(
             [

@@ -94,3 +94,32 @@ def test_model_filter_limits_the_pass(scope, register, client):
     assert res.returncode == 0, res.stderr
     assert (scope.output_dir / f"{k8s_name(a)}.yaml").exists()
     assert (scope.output_dir / f"{k8s_name(b)}.yaml").exists()
+
+
+def test_kserve_storage_initializer_downloads_what_bridge_published(scope, register, client, tmp_path):
+    """KServe's own downloader (run as in its init container: a fresh process with the
+    S3 endpoint in AWS_ENDPOINT_URL) fetches the storageUri, and pyfunc serves it."""
+    import subprocess
+    import sys
+
+    import mlflow
+    import numpy as np
+    from mlflow.models import Model
+
+    model = unique("kserve")
+    [v] = register(model, 1)
+    client.set_registered_model_alias(model, scope.alias, v)
+    assert scope.run("sync", "--once", "--output-dir", str(scope.output_dir)).returncode == 0
+    _, isvc = _manifest(scope, model)
+    storage_uri = isvc["spec"]["predictor"]["model"]["storageUri"]
+    dest = tmp_path / "mnt-models"
+    subprocess.run(
+        [sys.executable, "-c", "import sys; from kserve_storage import Storage; Storage.download(*sys.argv[1:])", storage_uri, str(dest)],
+        env={**scope.env, "PATH": "/usr/bin:/bin"},
+        check=True,
+        capture_output=True,
+    )
+    example = Model.load(str(dest)).load_input_example(str(dest))
+    served = mlflow.pyfunc.load_model(str(dest)).predict(example)
+    original = mlflow.pyfunc.load_model(f"models:/{model}/{v}").predict(example)
+    assert np.array_equal(np.asarray(served), np.asarray(original))
