@@ -173,14 +173,25 @@ def render(ctx: Context, model, version, **flags):
 
 
 @cli.command("config")
+@click.option(
+    "--reference", is_flag=True, help="Print the reference table of all settings (Markdown)."
+)
 @pass_ctx
-def config_cmd(ctx: Context):
+def config_cmd(ctx: Context, reference):
     """Print the effective settings (secrets are never settings).
 
     \b
     Example:
       BRIDGE_ALIAS=prod bridge config
+      bridge config --reference
     """
+    if reference:
+        click.echo("| setting | environment | default | meaning |\n|---|---|---|---|")
+        for row in Settings().describe():
+            env = ", ".join(f"`{e.strip()}`" for e in row["env"].split(","))
+            default = f"`{row['default']}`" if row["default"] else ""
+            click.echo(f"| {row['name']} | {env} | {default} | {row['help']} |")
+        return 0
     settings = ctx.settings()
     for row in settings.describe():
         click.echo(f"{row['name']:22} {getattr(settings, row['name'])!s:40} [{row['env']}]")

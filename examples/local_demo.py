@@ -48,7 +48,9 @@ def main() -> int:
     stack, _ = devstack.up(state_dir)
     try:
         os.environ.update(stack.env())
-        print(f"    MLflow UI: {stack.mlflow_url}   S3: {stack.s3_url}   ({time.monotonic() - started:.1f}s)")
+        print(
+            f"    MLflow UI: {stack.mlflow_url}   S3: {stack.s3_url}   ({time.monotonic() - started:.1f}s)"
+        )
         return run_demo(stack)
     except KeyboardInterrupt:
         print("interrupted; stopping the stack", file=sys.stderr)
@@ -80,7 +82,10 @@ def run_demo(stack) -> int:
                 name="model",
                 registered_model_name=MODEL,
                 input_example=X.iloc[::25],  # rows of all three classes
-                pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"mlflow=={mlflow.__version__}"],
+                pip_requirements=[
+                    f"scikit-learn=={sklearn.__version__}",
+                    f"mlflow=={mlflow.__version__}",
+                ],
             )
             print(f"    version {info.registered_model_version}: C={c}, source {info.model_uri}")
     client = MlflowClient()
@@ -91,7 +96,8 @@ def run_demo(stack) -> int:
     manifests = OUT / "manifests"
     sync = subprocess.run(
         [sys.executable, "-m", "bridge", "sync", "--once", "--output-dir", str(manifests)],
-        text=True, capture_output=True,
+        text=True,
+        capture_output=True,
     )
     print("    " + (sync.stdout + sync.stderr).strip().replace("\n", "\n    "))
     if sync.returncode != 0:
@@ -107,9 +113,16 @@ def run_demo(stack) -> int:
     # A fresh process, as in KServe's storage-initializer container (its download
     # pool forks, which is unsafe from a process that already runs threads).
     subprocess.run(
-        [sys.executable, "-c", "import sys; from kserve_storage import Storage; Storage.download(*sys.argv[1:])",
-         storage_uri, str(local)],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from kserve_storage import Storage; Storage.download(*sys.argv[1:])",
+            storage_uri,
+            str(local),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     print(f"    downloaded: {', '.join(sorted(p.name for p in local.iterdir()))}")
 

@@ -96,7 +96,9 @@ def test_model_filter_limits_the_pass(scope, register, client):
     assert (scope.output_dir / f"{k8s_name(b)}.yaml").exists()
 
 
-def test_kserve_storage_initializer_downloads_what_bridge_published(scope, register, client, tmp_path):
+def test_kserve_storage_initializer_downloads_what_bridge_published(
+    scope, register, client, tmp_path
+):
     """KServe's own downloader (run as in its init container: a fresh process with the
     S3 endpoint in AWS_ENDPOINT_URL) fetches the storageUri, and pyfunc serves it."""
     import subprocess
@@ -114,7 +116,13 @@ def test_kserve_storage_initializer_downloads_what_bridge_published(scope, regis
     storage_uri = isvc["spec"]["predictor"]["model"]["storageUri"]
     dest = tmp_path / "mnt-models"
     subprocess.run(
-        [sys.executable, "-c", "import sys; from kserve_storage import Storage; Storage.download(*sys.argv[1:])", storage_uri, str(dest)],
+        [
+            sys.executable,
+            "-c",
+            "import sys; from kserve_storage import Storage; Storage.download(*sys.argv[1:])",
+            storage_uri,
+            str(dest),
+        ],
         env={**scope.env, "PATH": "/usr/bin:/bin"},
         check=True,
         capture_output=True,
