@@ -196,7 +196,13 @@ def up(state_dir: Path | None = None, timeout: float = 120.0) -> tuple[Stack, bo
             state_dir / "mlflow.log",
             mlflow_env,
         )
-        _wait_http(f"{stack.mlflow_url}/health", timeout, "MLflow server", state_dir / "mlflow.log")
+        _wait_http(
+            f"{stack.mlflow_url}/health",
+            timeout,
+            "MLflow server",
+            state_dir / "mlflow.log",
+            stack.mlflow_pid,
+        )
     except BaseException:
         _stop(stack.s3_pid, "moto")
         if stack.mlflow_pid:
@@ -265,6 +271,14 @@ def _stop(pid: int, expect: str, grace: float = 10.0) -> None:
         pass
 
 
+def _exited(pid: int) -> bool:
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return not _alive(pid, "")
+    return done == pid or _zombie(pid)
+
+
 def _zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
@@ -272,10 +286,13 @@ def _zombie(pid: int) -> bool:
         return False
 
 
-def _wait_http(url: str, timeout: float, what: str, log_path: Path) -> None:
+def _wait_http(url: str, timeout: float, what: str, log_path: Path, pid: int | None = None) -> None:
+    """Wait until ``url`` answers; give up at once if process ``pid`` exits."""
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
+        if pid is not None and _exited(pid):
+            raise TemporaryError(f"{what} exited during start-up", hint=f"see {log_path}")
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status < 500:

@@ -106,7 +106,7 @@ def auth_s3(tmp_path_factory):
         env=env,
     )
     url = f"http://127.0.0.1:{port}"
-    devstack._wait_http(f"{url}/moto-api/", 60, "auth S3", log)
+    devstack._wait_http(f"{url}/moto-api/", 60, "auth S3", log, proc.pid)
     yield url
     proc.terminate()
     proc.wait(10)
@@ -226,3 +226,66 @@ def test_artifact_path_with_dot_dot_is_refused_before_copying(scope, s3):
 def test_unknown_model_filter_is_a_usage_error(scope):
     res = scope.run("sync", "--once", "--model", unique("missing"))
     assert res.returncode == 2 and "error:" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.fixture(scope="module")
+def auth_mlflow(tmp_path_factory, stack):
+    """A real MLflow server with MLflow's own basic-auth app, sharing nothing with `stack`."""
+    state = tmp_path_factory.mktemp("auth-mlflow")
+    (state / "auth.ini").write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{state / 'auth.db'}\n"
+        "admin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    port = devstack.free_port()
+    env = {
+        **os.environ,
+        "MLFLOW_AUTH_CONFIG_PATH": str(state / "auth.ini"),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": "the-right-admin-password",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-csrf-key",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
+    log = state / "mlflow.log"
+    proc = subprocess.Popen(
+        [
+            os.path.join(os.path.dirname(sys.executable), "mlflow"),
+            "server",
+            "--app-name",
+            "basic-auth",
+            "--backend-store-uri",
+            f"sqlite:///{state / 'mlflow.db'}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    devstack._wait_http(f"{url}/health", 180, "auth MLflow", log, proc.pid)
+    yield url
+    os.killpg(proc.pid, 15)
+    proc.wait(20)
+
+
+def test_wrong_mlflow_credentials_are_a_configuration_error(scope, auth_mlflow):
+    wrong = "not-the-admin-password-42"
+    res = scope.run(
+        "sync",
+        "--once",
+        "--output-dir",
+        str(scope.output_dir),
+        env={
+            "MLFLOW_TRACKING_URI": auth_mlflow,
+            "MLFLOW_TRACKING_USERNAME": "admin",
+            "MLFLOW_TRACKING_PASSWORD": wrong,
+        },
+    )
+    _assert_clean_failure(res, 2, "rejected the credentials", scope)
+    assert wrong not in res.stdout + res.stderr
