@@ -40,9 +40,10 @@ TARGETS = [
 ]
 
 
-def compile_one(module: str, attr: str, out: Path) -> None:
+def compile_one(module: str, attr: str, out: Path | str) -> None:
     from kfp import compiler
 
+    out = Path(out)
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     obj = getattr(importlib.import_module(module), attr)

@@ -66,7 +66,7 @@ def pipeline(
     alias: str = "champion",
     require: list = ["accuracy>=0.8"],  # noqa: B006 - KFP needs a literal default
     apply: bool = False,
-):
+) -> dsl.Artifact:
     train = _wire(
         train_and_log(dataset=dataset, C=C, experiment=experiment, **lineage_inputs(PIPELINE_NAME))
     ).set_display_name("train and log to MLflow")
@@ -87,10 +87,11 @@ def pipeline(
     ).set_display_name("gate and promote")
     fetch = _wire(fetch_model(model_name=model_name, alias=alias).after(promote))
     fetch.set_display_name("fetch promoted model")
-    _wire(
+    deploy = _wire(
         deploy_model(model_name=model_name, version=fetch.outputs["version"], apply=apply),
         serving=True,
     ).set_display_name("render InferenceService")
+    return deploy.outputs["manifest"]
 
 
 def run_local(pipeline_root: str, **arguments):
@@ -114,8 +115,8 @@ def main(argv=None) -> int:
         compiler.Compiler().compile(pipeline, args.compile)
         print(f"wrote {args.compile}")
     if args.run_local:
-        run = run_local(str(Path(args.pipeline_root).resolve()), model_name=args.model_name)
-        print(f"pipeline finished: {run.state if hasattr(run, 'state') else 'ok'}")
+        task = run_local(str(Path(args.pipeline_root).resolve()), model_name=args.model_name)
+        print(f"InferenceService YAML: {task.output.path}")
     if not (args.compile or args.run_local):
         parser.print_help()
     return 0
