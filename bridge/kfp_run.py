@@ -48,6 +48,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -177,16 +178,20 @@ def task_guard(deadline_seconds: float | None = None, what: str = "task") -> Ite
         )
 
     old_term = signal.signal(signal.SIGTERM, on_term)
-    old_alarm = None
+    old_alarm = old_timer = None
+    started = time.monotonic()
     if deadline_seconds and deadline_seconds > 0:
         old_alarm = signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, float(deadline_seconds))
+        old_timer = signal.setitimer(signal.ITIMER_REAL, float(deadline_seconds))
     try:
         yield
     finally:
         if old_alarm is not None:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, old_alarm)
+            if old_timer and old_timer[0] > 0:  # give back what remains of an outer timer
+                remaining = old_timer[0] - (time.monotonic() - started)
+                signal.setitimer(signal.ITIMER_REAL, max(remaining, 0.001), old_timer[1])
         signal.signal(signal.SIGTERM, old_term)
 
 
