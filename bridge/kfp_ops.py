@@ -254,7 +254,12 @@ def _download(model_uri: str, dest: Path, settings: Settings) -> None:
     with tempfile.TemporaryDirectory(prefix="bridge-fetch-") as tmp:
         with mlflow_errors(f"downloading {model_uri}", settings.tracking_uri):
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
-        root = local if (local / "MLmodel").exists() else next(local.rglob("MLmodel")).parent
+        found = (
+            [local / "MLmodel"] if (local / "MLmodel").exists() else sorted(local.rglob("MLmodel"))
+        )
+        if not found:
+            raise CheckFailed(f"{model_uri} has no MLmodel file; it is not an MLflow model")
+        root = found[0].parent
         for item in root.iterdir():
             shutil.move(str(item), dest / item.name)
 
