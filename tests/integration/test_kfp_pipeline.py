@@ -140,6 +140,11 @@ def test_example_pipeline_end_to_end_promotes(kfp_local, client):
     (`bridge promote`), fetch `name@alias`, render the InferenceService."""
     scope = kfp_local
     model, experiment = unique("kfp-e2e"), unique("kfp-e2e-exp")
+    has_promote = scope.run("promote", "--help")
+    assert has_promote.returncode == 0, (
+        "the promote-model step needs the `bridge promote` command (DESIGN.md contract): "
+        + has_promote.stderr.strip()
+    )
 
     task = example.pipeline(model_name=model, experiment=experiment, alias=scope.alias)
 
