@@ -158,3 +158,19 @@ def test_example_pipeline_end_to_end_promotes(kfp_local, client):
     isvc = yaml.safe_load(open(task.output.path).read())
     assert isvc["metadata"]["name"] == k8s_name(model)
     assert isvc["spec"]["predictor"]["model"]["storageUri"].endswith(f"/{version.version}/")
+
+
+def test_deploy_refuses_to_apply_a_version_the_alias_does_not_point_at(scope, register, client):
+    """apply=True publishes what the approval alias serves, so it must be this version."""
+    from bridge.errors import CheckFailed
+    from bridge.kfp_ops import deploy_model
+
+    model = unique("kfp-deploy")
+    v1, v2 = register(model, 2)
+    client.set_registered_model_alias(model, scope.alias, v1)
+
+    rendered = deploy_model(model_name=model, version=v2)
+    assert rendered.applied is False and rendered.isvc_name == k8s_name(model)
+    assert f"/{k8s_name(model)}/{v2}/" in rendered.manifest
+    with pytest.raises(CheckFailed, match=f"@{scope.alias} points at {v1}"):
+        deploy_model(model_name=model, version=v2, apply=True)
