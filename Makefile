@@ -34,6 +34,15 @@ lint: setup
 	$(BIN)/ruff check bridge tests examples benchmarks components
 	$(BIN)/ruff format --check bridge tests examples benchmarks components
 
+# Regenerate every compiled KFP YAML (components/*/component.yaml, examples/kfp_pipeline.yaml).
+components: setup
+	$(BIN)/python -m components.compile
+
+# Run the example pipeline with kfp.local against the local stack (`bridge dev up`).
+example-pipeline: setup
+	$(BIN)/bridge dev up > /dev/null
+	eval "$$($(BIN)/bridge dev env)" && $(BIN)/python examples/kfp_pipeline.py --run-local
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info .bridge-dev .pytest_cache demo-output
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
