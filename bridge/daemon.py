@@ -352,6 +352,7 @@ class Daemon:
             report = reconciler.run_once(scope, self.options.output_dir)
         except NotFound:
             # A model named by a webhook is gone: a full pass prunes what it left.
+            self.metrics.syncs.labels(trigger, "model_gone").inc()
             self.queue.put(FULL)
             return True
         except BridgeError as exc:
