@@ -72,8 +72,12 @@ class DaemonProc:
             self.proc.wait(10)
 
 
-def start_daemon(env: dict[str, str], log_dir: Path, *args: str) -> DaemonProc:
+def start_daemon(
+    env: dict[str, str], log_dir: Path, *args: str, advertise: bool = False
+) -> DaemonProc:
     port = devstack.free_port()
+    if advertise:  # the URL other replicas forward webhooks to while this one leads
+        env = {**env, "BRIDGE_ADVERTISE_URL": f"http://127.0.0.1:{port}"}
     log_path = log_dir / f"daemon-{port}.log"
     with open(log_path, "ab") as logfile:
         proc = subprocess.Popen(
