@@ -359,6 +359,11 @@ class Daemon:
             self.metrics.observe_pass_error(exc.kind, trigger, time.monotonic() - started)
             log.error("%s pass failed: %s", trigger, exc.one_line())
             return not isinstance(exc, TemporaryError)
+        except Exception:  # noqa: BLE001 - logged with its traceback, counted, retried
+            # A bug or an untranslated client error must not kill the only worker.
+            self.metrics.observe_pass_error("internal", trigger, time.monotonic() - started)
+            log.exception("%s pass failed unexpectedly", trigger)
+            return False
         self.metrics.observe_report(report, trigger, time.monotonic() - started, full=full)
         for r in report.results:
             if r.state in ("synced", "removed"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 import time
 
 import pytest
@@ -172,8 +173,13 @@ def test_bad_deliveries_are_refused_without_syncing(denv, tmp_path):
             SECRET, {"entity": "experiment", "action": "deleted", "data": {"name": model}}
         )
         assert daemon.post(path, body, headers)[0] == 422
-        big = b"{" + b" " * (2 * 1024 * 1024) + b"}"
-        assert daemon.post(path, big, {"Content-Type": "application/json"})[0] == 413
+        # Oversized: refused from the Content-Length alone, before the body is read.
+        with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as sock:
+            sock.sendall(
+                f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {2 * 1024 * 1024}\r\n\r\n{{".encode()
+            )
+            assert sock.recv(4096).startswith(b"HTTP/1.1 413 ")
         assert daemon.get(path)[0] == 405
         assert daemon.get("/nope")[0] == 404
 
