@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from bridge import webhook
-from bridge.errors import BridgeError, TemporaryError
+from bridge.errors import BridgeError, TemporaryError, UsageError
 from bridge.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -403,7 +403,13 @@ class Daemon:
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> None:
-        self._server = ThreadingHTTPServer((self.options.host, self.options.port), _HTTPHandler)
+        try:
+            self._server = ThreadingHTTPServer((self.options.host, self.options.port), _HTTPHandler)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot listen on {self.options.host}:{self.options.port}: {exc.strerror}",
+                hint="pick another --port or stop what uses it",
+            ) from None
         self._server.daemon_threads = True
         self._server.daemon = self  # type: ignore[attr-defined]
         self.options.port = self._server.server_address[1]

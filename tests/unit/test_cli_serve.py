@@ -72,3 +72,22 @@ def test_help_does_not_import_heavy_libraries():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.stdout.strip() == "[]"
+
+
+def test_port_in_use_is_a_usage_error():
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        res = bridge(
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            env={"BRIDGE_LEADER_ELECTION": "false", "BRIDGE_WEBHOOK_SECRET": "x"},
+        )
+    assert res.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in res.stderr and res.stderr.count("\n") == 1
