@@ -333,3 +333,9 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)
+
+
+from bridge.cli_serve import serve, webhook  # noqa: E402 - registered after the core commands
+
+cli.add_command(serve)
+cli.add_command(webhook)

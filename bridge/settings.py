@@ -125,6 +125,62 @@ class Settings:
         "INFO", ("BRIDGE_LOG_LEVEL",), "Log level: DEBUG, INFO, WARNING, ERROR."
     )
 
+    # --- daemon (bridge serve): webhooks, backoff, leader election ---
+    webhook_replay_window: float = _setting(
+        300.0,
+        ("BRIDGE_WEBHOOK_REPLAY_WINDOW",),
+        "Seconds a webhook's X-MLflow-Timestamp may differ from now; older deliveries are refused.",
+        _parse_positive_float,
+    )
+    webhook_max_body: int = _setting(
+        1024 * 1024,
+        ("BRIDGE_WEBHOOK_MAX_BODY",),
+        "Largest webhook body accepted, in bytes.",
+        _parse_non_negative_int,
+    )
+    webhook_debounce: float = _setting(
+        0.05,
+        ("BRIDGE_WEBHOOK_DEBOUNCE",),
+        "Seconds the daemon waits to coalesce a burst of webhooks into one reconcile.",
+        float,
+    )
+    max_backoff: float = _setting(
+        60.0,
+        ("BRIDGE_MAX_BACKOFF",),
+        "Longest wait, in seconds, between retries while MLflow, S3 or the API server is down.",
+        _parse_positive_float,
+    )
+    shutdown_grace: float = _setting(
+        25.0,
+        ("BRIDGE_SHUTDOWN_GRACE",),
+        "Seconds a stopping daemon lets the current copy finish before abandoning it.",
+        float,
+    )
+    leader_election: str = _setting(
+        "auto",
+        ("BRIDGE_LEADER_ELECTION",),
+        "Elect one active replica through a Lease: true, false, or auto (on inside a pod).",
+    )
+    lease_name: str = _setting(
+        "mlflow-kubeflow-bridge", ("BRIDGE_LEASE_NAME",), "Name of the leader-election Lease."
+    )
+    lease_namespace: str | None = _setting(
+        None,
+        ("BRIDGE_LEASE_NAMESPACE", "POD_NAMESPACE"),
+        "Namespace of the Lease (default: the pod's namespace, else BRIDGE_NAMESPACE).",
+    )
+    lease_duration: float = _setting(
+        15.0,
+        ("BRIDGE_LEASE_DURATION",),
+        "Seconds a leader's Lease is valid without renewal; a standby takes over after that.",
+        _parse_positive_float,
+    )
+    advertise_url: str | None = _setting(
+        None,
+        ("BRIDGE_ADVERTISE_URL",),
+        "URL other replicas forward webhooks to while this one leads, e.g. http://10.0.0.5:8080.",
+    )
+
     def require(self, *names: str) -> None:
         """Fail with a usage error naming the variable if a needed setting is empty."""
         for name in names:

@@ -1,0 +1,107 @@
+"""Two `bridge serve` replicas elect one leader through a Lease on a local fake API server.
+
+No Kubernetes API server can run here: the Lease API is the small HTTP fake in
+fake_k8s_api.py (real HTTP, real kubernetes client, real optimistic concurrency).
+MLflow and S3 are the real shared session servers.
+"""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from bridge.lease import LEASE_VERBS
+from bridge.names import k8s_name
+
+from .conftest import unique
+from .daemon_helpers import alias_event, signed, start_daemon, wait_until
+from .fake_k8s_api import FakeLeaseAPI
+
+pytestmark = [pytest.mark.integration, pytest.mark.fake_k8s_api]
+
+SECRET = "lease-test-secret"
+NS, LEASE = "mlops", "bridge-test-lease"
+DURATION = 4.0
+
+
+@pytest.fixture
+def fake_api():
+    api = FakeLeaseAPI().start()
+    yield api
+    api.stop()
+
+
+def _role(d) -> str:
+    try:
+        return d.get("/readyz")[1].strip()
+    except OSError:
+        return "down"
+
+
+def test_two_replicas_one_leader_failover_and_release_fake_k8s_api(
+    fake_api, scope, register, client, tmp_path
+):
+    env = {
+        **scope.env,
+        "KUBECONFIG": str(fake_api.kubeconfig(tmp_path / "kubeconfig")),
+        "BRIDGE_LEADER_ELECTION": "true",
+        "BRIDGE_LEASE_NAMESPACE": NS,
+        "BRIDGE_LEASE_NAME": LEASE,
+        "BRIDGE_LEASE_DURATION": str(DURATION),
+        "BRIDGE_POLL_INTERVAL": "600",
+        "BRIDGE_WEBHOOK_SECRET": SECRET,
+    }
+    out = tmp_path / "out"
+    a = start_daemon(env, tmp_path, "--output-dir", str(out), advertise=True)
+    b = start_daemon(env, tmp_path, "--output-dir", str(out), advertise=True)
+    daemons = [a, b]
+    try:
+        wait_until(
+            lambda: sorted(_role(d) for d in daemons) == ["leader", "standby"],
+            60,
+            "no single leader emerged",
+            a,
+        )
+        leader = next(d for d in daemons if _role(d) == "leader")
+        standby = next(d for d in daemons if d is not leader)
+        assert fake_api.holder(NS, LEASE) is not None
+        assert leader.metric("bridge_leader") == 1 and standby.metric("bridge_leader") == 0
+
+        # A webhook that reaches the standby is forwarded to the leader, which syncs.
+        model = unique("lease-model")
+        [v] = register(model, 1)
+        client.set_registered_model_alias(model, scope.alias, v)
+        body, headers = signed(SECRET, alias_event(model, scope.alias, v))
+        status, _ = standby.post("/webhooks/mlflow", body, headers)
+        assert status == 202
+        manifest = out / f"{k8s_name(model)}.yaml"
+        wait_until(manifest.exists, 120, "forwarded webhook did not sync", leader)
+        assert yaml.safe_load(manifest.read_text())["metadata"]["name"] == k8s_name(model)
+        assert standby.metric("bridge_webhook_requests_total", outcome="forwarded") == 1
+        assert leader.metric("bridge_webhook_requests_total", outcome="accepted") == 1
+        # Only the leader reconciles.
+        assert standby.metric("bridge_syncs_total") == 0
+        assert leader.metric("bridge_syncs_total") >= 1
+
+        # The leader dies without releasing: the standby takes over once the Lease expires.
+        old_holder = fake_api.holder(NS, LEASE)
+        leader.kill()
+        wait_until(lambda: _role(standby) == "leader", 60, "standby never took over", standby)
+        new_holder = fake_api.holder(NS, LEASE)
+        assert new_holder != old_holder
+        last_renew = max(t for t, _, h in fake_api.writes if h == old_holder)
+        taken = min(t for t, _, h in fake_api.writes if h == new_holder)
+        gap = taken - last_renew
+        # Never before the old Lease expired (no two leaders), and within the lease
+        # duration plus one renew period of the standby (the protocol's bound).
+        assert DURATION <= gap <= DURATION + DURATION / 3 + 2.0, gap
+
+        # SIGTERM: graceful exit that gives the Lease up at once.
+        assert standby.terminate() == 0
+        assert fake_api.holder(NS, LEASE) is None
+        assert "released lease" in standby.log()
+        # The election used exactly the verbs the Role grants on leases.
+        assert {verb for verb, _ in fake_api.requests} <= LEASE_VERBS
+    finally:
+        for d in daemons:
+            d.kill()

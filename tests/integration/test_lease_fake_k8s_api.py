@@ -1,0 +1,98 @@
+"""LeaderElector / LeaseLock against the local fake Lease API (no cluster can run here).
+
+In-process and fast: the real kubernetes client over real HTTP, racing writers.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from bridge.lease import LEADER_URL_ANNOTATION, LeaderElector, LeaseLock
+
+from .fake_k8s_api import FakeLeaseAPI
+
+pytestmark = pytest.mark.fake_k8s_api
+
+NS, NAME = "mlops", "race"
+
+
+@pytest.fixture
+def fake_api(tmp_path):
+    api = FakeLeaseAPI().start()
+    yield api
+    api.stop()
+
+
+def _lock(fake_api, tmp_path) -> LeaseLock:
+    from kubernetes import client, config
+
+    api_client = config.new_client_from_config(
+        config_file=str(fake_api.kubeconfig(tmp_path / "kc"))
+    )
+    return LeaseLock(NAME, NS, api=client.CoordinationV1Api(api_client))
+
+
+def test_racing_candidates_elect_exactly_one_fake_k8s_api(fake_api, tmp_path):
+    electors = [
+        LeaderElector(
+            _lock(fake_api, tmp_path),
+            f"replica-{i}",
+            lease_duration=30,
+            leader_url=f"http://10.0.0.{i}:8080",
+        )
+        for i in range(4)
+    ]
+    barrier = threading.Barrier(len(electors))
+    results = {}
+
+    def run(e):
+        barrier.wait()
+        results[e.identity] = e.try_acquire_or_renew()
+
+    threads = [threading.Thread(target=run, args=(e,)) for e in electors]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [name for name, won in results.items() if won]
+    assert len(winners) == 1
+    assert [e.identity for e in electors if e.is_leader] == winners
+    assert fake_api.holder(NS, NAME) == winners[0]
+    lease = fake_api.leases[(NS, NAME)]
+    assert lease["metadata"]["annotations"][LEADER_URL_ANNOTATION].startswith("http://10.0.0.")
+    # The others learn where to forward webhooks; renewing keeps the winner in place.
+    loser = next(e for e in electors if not e.is_leader)
+    assert loser.try_acquire_or_renew() is False
+    assert loser.leader_url_seen() == lease["metadata"]["annotations"][LEADER_URL_ANNOTATION]
+    winner = next(e for e in electors if e.is_leader)
+    assert winner.try_acquire_or_renew() is True
+    assert fake_api.leases[(NS, NAME)]["spec"]["leaseTransitions"] == 0
+
+
+def test_takeover_only_after_expiry_and_release_hands_over_fake_k8s_api(fake_api, tmp_path):
+    a = LeaderElector(_lock(fake_api, tmp_path), "a", lease_duration=2)
+    b = LeaderElector(_lock(fake_api, tmp_path), "b", lease_duration=2)
+    assert a.try_acquire_or_renew() is True
+    assert b.try_acquire_or_renew() is False  # a's lease is fresh
+    time.sleep(2.2)  # a stops renewing (crashed); its lease expires
+    assert a.is_leader is False  # a steps down on its own once its lease ran out
+    assert b.try_acquire_or_renew() is True
+    assert fake_api.leases[(NS, NAME)]["spec"]["leaseTransitions"] == 1
+    # b shuts down cleanly: the lease is released and a takes it at once.
+    b.release()
+    assert fake_api.holder(NS, NAME) is None
+    assert a.try_acquire_or_renew() is True
+
+
+def test_api_server_down_is_a_temporary_error_fake_k8s_api(fake_api, tmp_path):
+    from bridge.errors import TemporaryError
+
+    lock = _lock(fake_api, tmp_path)
+    fake_api.stop()
+    e = LeaderElector(lock, "a", lease_duration=2)
+    with pytest.raises(TemporaryError, match="cannot reach the API server"):
+        e.try_acquire_or_renew()
+    assert e.is_leader is False

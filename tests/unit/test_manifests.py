@@ -1,0 +1,174 @@
+"""The kustomize base and overlays build, validate against the Kubernetes schemas,
+and grant no more than the code uses."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from bridge.lease import LEASE_VERBS
+
+ROOT = Path(__file__).resolve().parents[2]
+KUBE_VERSION = "1.32.0"
+# The apply/prune path on InferenceServices: server-side apply (patch), read (get),
+# list owned objects to prune (list), prune (delete).
+INFERENCESERVICE_VERBS = frozenset({"get", "list", "patch", "delete"})
+TARGETS = ["manifests/base", "manifests/overlays/servicemonitor"]
+
+
+def build(target: str) -> list[dict]:
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is needed to build the kustomizations"
+    res = subprocess.run(
+        [kubectl, "kustomize", str(ROOT / target)], capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 0, res.stderr
+    return [d for d in yaml.safe_load_all(res.stdout) if d]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_kustomization_builds_and_every_object_validates(target):
+    docs = build(target)
+    kinds = {d["kind"] for d in docs}
+    assert {
+        "Deployment",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "ConfigMap",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+    } <= kinds
+    for doc in docs:
+        if doc["kind"] == "ServiceMonitor":
+            # A CRD: no schema ships with kubernetes-validate; checked below instead.
+            with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+                kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+            continue
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+def test_validation_can_fail():
+    [deployment] = [d for d in build("manifests/base") if d["kind"] == "Deployment"]
+    deployment["spec"]["replicas"] = "two"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
+
+
+def _by_kind(docs, kind):
+    return [d for d in docs if d["kind"] == kind]
+
+
+def test_deployment_is_hardened():
+    docs = build("manifests/base")
+    [dep] = _by_kind(docs, "Deployment")
+    spec = dep["spec"]
+    assert spec["replicas"] == 2
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    [c] = pod["containers"]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert set(c["resources"]) == {"requests", "limits"}
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    env = {e["name"]: e for e in c["env"]}
+    for secret_var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_TOKEN"):
+        assert "secretKeyRef" in env[secret_var]["valueFrom"]
+    [cm] = _by_kind(docs, "ConfigMap")
+    assert not any("SECRET" in k or "TOKEN" in k or "PASSWORD" in k for k in cm["data"])
+    assert pod["serviceAccountName"] == _by_kind(docs, "ServiceAccount")[0]["metadata"]["name"]
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"].items()
+    [svc] = _by_kind(docs, "Service")
+    assert svc["spec"]["selector"].items() <= pod_labels
+    [netpol] = _by_kind(docs, "NetworkPolicy")
+    assert netpol["spec"]["podSelector"]["matchLabels"]  # never every pod of the namespace
+    assert netpol["spec"]["podSelector"]["matchLabels"].items() <= pod_labels
+    [pdb] = _by_kind(docs, "PodDisruptionBudget")
+    assert (
+        pdb["spec"]["selector"]["matchLabels"].items()
+        <= dep["spec"]["template"]["metadata"]["labels"].items()
+    )
+
+
+def test_rbac_grants_no_verbs_beyond_what_the_code_uses():
+    docs = build("manifests/base")
+    assert not _by_kind(docs, "ClusterRole") and not _by_kind(docs, "ClusterRoleBinding")
+    granted: dict[tuple[str, str], set[str]] = {}
+    for role in _by_kind(docs, "Role"):
+        for rule in role["rules"]:
+            assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    granted.setdefault((group, resource), set()).update(rule["verbs"])
+    assert granted == {
+        ("coordination.k8s.io", "leases"): set(LEASE_VERBS),
+        ("serving.kserve.io", "inferenceservices"): set(INFERENCESERVICE_VERBS),
+    }
+    # InferenceServices are granted in the target namespace, Leases in the daemon's.
+    [cm] = _by_kind(docs, "ConfigMap")
+    roles = {r["metadata"]["name"]: r for r in _by_kind(docs, "Role")}
+    isvc_role = next(
+        r for r in roles.values() if r["rules"][0]["resources"] == ["inferenceservices"]
+    )
+    assert isvc_role["metadata"]["namespace"] == cm["data"]["BRIDGE_NAMESPACE"]
+    sa = _by_kind(docs, "ServiceAccount")[0]["metadata"]
+    for binding in _by_kind(docs, "RoleBinding"):
+        assert binding["roleRef"]["kind"] == "Role"
+        role = roles[binding["roleRef"]["name"]]
+        assert binding["metadata"]["namespace"] == role["metadata"]["namespace"]
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": sa["name"], "namespace": sa["namespace"]}
+        ]
+
+
+def test_lease_code_sends_only_the_granted_verbs():
+    """The verbs LeaseLock calls map onto LEASE_VERBS (read=get, create, replace=update)."""
+    import inspect
+
+    from bridge import lease
+
+    source = inspect.getsource(lease.LeaseLock)
+    called = {
+        m
+        for m in (
+            "read_namespaced_lease",
+            "create_namespaced_lease",
+            "replace_namespaced_lease",
+            "patch_namespaced_lease",
+            "delete_namespaced_lease",
+            "list_namespaced_lease",
+        )
+        if m in source
+    }
+    assert called == {
+        "read_namespaced_lease",
+        "create_namespaced_lease",
+        "replace_namespaced_lease",
+    }
+
+
+def test_servicemonitor_scrapes_the_service_metrics_port():
+    docs = build("manifests/overlays/servicemonitor")
+    [sm] = _by_kind(docs, "ServiceMonitor")
+    [svc] = _by_kind(docs, "Service")
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    ports = {p["name"] for p in svc["spec"]["ports"]}
+    assert {e["port"] for e in sm["spec"]["endpoints"]} <= ports
+    assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
+
+
+def test_dockerfile_is_pinned_and_non_root():
+    text = (ROOT / "Dockerfile").read_text()
+    froms = [line.split()[1] for line in text.splitlines() if line.startswith("FROM ")]
+    assert froms and all("@sha256:" in f or f.count(".") >= 2 for f in froms), froms
+    assert "USER 10001" in text
+    assert "[daemon]" in text
