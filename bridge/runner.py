@@ -46,6 +46,12 @@ def print_report(report, output: str) -> None:
         click.echo(
             f"output: {len(o.written)} written, {len(o.removed)} removed, {len(o.unchanged)} unchanged"
         )
+    if getattr(report, "cluster", None) is not None:
+        c = report.cluster
+        click.echo(
+            f"cluster{' (dry run)' if c.dry_run else ''}: {len(c.applied)} applied, "
+            f"{len(c.pruned)} pruned, {len(c.skipped)} left alone (not bridge's)"
+        )
 
 
 def run_sync(settings: Settings, models, output_dir, *, once: bool, output: str) -> int:
@@ -86,13 +92,7 @@ def render_version(settings: Settings, model: str, version: str) -> str:
     from bridge.names import k8s_name
     from bridge.publish import Publisher
     from bridge.registry import Registry
-    from bridge.serving import (
-        DesiredService,
-        ServedVersion,
-        ServingOptions,
-        inference_service,
-        to_yaml,
-    )
+    from bridge.serving import DesiredService, ServedVersion, inference_service, to_yaml
     from bridge.store import Store
 
     settings.require("tracking_uri", "target_uri")
@@ -111,9 +111,15 @@ def render_version(settings: Settings, model: str, version: str) -> str:
         served = ServedVersion(
             info.version, published.storage_uri, published.digest, info.run_id, info.download_uri
         )
+    from bridge.overrides import parse_runtimes, resolve
+    from bridge.sync import serving_defaults, serving_options
+
+    [registered] = registry.registered_models([model])
+    spec = resolve(
+        model, registered.tags, serving_defaults(settings), parse_runtimes(settings.runtimes)
+    )
     resource = inference_service(
-        DesiredService(model, kname, settings.alias, served),
-        ServingOptions(settings.namespace, settings.service_account),
+        DesiredService(model, kname, settings.alias, served, spec), serving_options(settings)
     )
     return to_yaml(resource)
 
