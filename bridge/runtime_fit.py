@@ -52,6 +52,8 @@ def parse_provided(text: str) -> dict[str, Provided]:
         line = raw.split("#", 1)[0].strip()
         if not line or line.startswith("-"):
             continue
+        if " @ " in line:  # `pip freeze` of a direct URL install: present, version unknown
+            line = line.split(" @ ", 1)[0]
         name, sep, version = line.partition("==")
         name, version = name.strip(), version.strip()
         if not name or (sep and not version) or any(c in name for c in "<>=!~ ;@"):
