@@ -65,8 +65,14 @@ def kind_of(obj: dict) -> Kind:
 
 def load_api_client(kubeconfig: str | None = None, context: str | None = None):
     """In-cluster config when running in a pod (and no kubeconfig is set), else kubeconfig."""
-    from kubernetes import client, config
-    from kubernetes.config.config_exception import ConfigException
+    try:
+        from kubernetes import client, config
+        from kubernetes.config.config_exception import ConfigException
+    except ImportError:
+        raise UsageError(
+            "--apply needs the Kubernetes client, which is not installed",
+            hint="pip install 'mlflow-kubeflow-bridge[kube]'",
+        ) from None
 
     try:
         if not kubeconfig and not context and os.environ.get("KUBERNETES_SERVICE_HOST"):

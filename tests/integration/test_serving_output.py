@@ -93,9 +93,7 @@ def test_gitops_dir_with_canary_overrides_and_bad_tags(scope, register, client):
     endpoint = scope.env["BRIDGE_TARGET_ENDPOINT_URL"].split("://")[1]
     assert sa["metadata"]["annotations"]["serving.kserve.io/s3-endpoint"] == endpoint
     assert sa["secrets"] == [{"name": "mlflow-bridge-s3"}]
-    assert scope.env["AWS_SECRET_ACCESS_KEY"] not in "".join(
-        p.read_text() for p in out.iterdir()
-    )
+    assert scope.env["AWS_SECRET_ACCESS_KEY"] not in "".join(p.read_text() for p in out.iterdir())
 
     built = subprocess.run(
         ["kubectl", "kustomize", str(out)], capture_output=True, text=True, timeout=60
