@@ -222,3 +222,24 @@ def test_gitops_dir_builds_with_kubectl_kustomize_and_is_byte_stable(tmp_path):
     assert kinds.count(("ServiceAccount", "models", "mlflow-bridge-models")) == 1
     assert len([k for k in kinds if k[0] == "InferenceService"]) == 5
     assert ("InferenceService", "gpu-models", "llm-reranker") in kinds
+
+
+def test_gitops_never_touches_files_that_only_mention_the_label(tmp_path):
+    out = tmp_path / "gitops"
+    out.mkdir()
+    policy = (
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+        "metadata: {name: allow-models, namespace: models}\nspec:\n  podSelector:\n"
+        "    matchLabels:\n      app.kubernetes.io/managed-by: mlflow-kubeflow-bridge\n"
+    )
+    (out / "allow-models.yaml").write_text(policy)
+    (out / "multi.yaml").write_text(
+        "a: 1\n---\nb: 2\n# app.kubernetes.io/managed-by: mlflow-kubeflow-bridge\n"
+    )
+    first = _write(out)
+    change = OutputDir(out).reconcile({}, lambda _n: True)
+    assert sorted(change.removed) == sorted(
+        n for n in first if n not in (KUSTOMIZATION, "allow-models.yaml", "multi.yaml")
+    )
+    assert (out / "allow-models.yaml").read_text() == policy
+    assert yaml.safe_load((out / KUSTOMIZATION).read_text())["resources"] == []
