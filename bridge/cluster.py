@@ -71,6 +71,7 @@ def reconcile_cluster(
             items = kube.list(INFERENCE_SERVICE, ns, OWNED_SELECTOR)
         except Forbidden as exc:
             # Other failures (401, a missing CRD) stop the pass: nothing could work.
+            log.warning("not applying or pruning in namespace %s: %s", ns, exc.one_line())
             for o in services:
                 if o["metadata"]["namespace"] == ns:
                     change.errors[o["metadata"]["name"]] = exc

@@ -150,6 +150,7 @@ def test_gitops_dir_with_canary_overrides_and_bad_tags(scope, register, client):
     assert r["state"] == "unchanged" and r["warnings"] == []
 
 
+@pytest.mark.fake_k8s_api
 def test_apply_and_prune_cli_fake_k8s_api(scope, register, client, k8s_api):
     a, b = unique("apply-a"), unique("apply-b")
     for name in (a, b):
