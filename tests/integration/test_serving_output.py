@@ -27,24 +27,33 @@ def _snapshot(out):
 
 
 def test_gitops_dir_with_canary_overrides_and_bad_tags(scope, register, client):
-    plain, gpu, neg, quantity = (
+    plain, gpu, neg, quantity, runtime = (
         unique("plain"),
         unique("gpu"),
         unique("neg-replicas"),
         unique("bad-memory"),
+        unique("bad-runtime"),
     )
     v1, v2 = register(plain, 2)
     client.set_registered_model_alias(plain, scope.alias, v1)
     client.set_registered_model_alias(plain, scope.alias + "-canary", v2)
+    # The other models are real registry entries for the same logged model (registering a
+    # version of an existing source is what `mlflow.register_model` does; no retraining).
+    source = client.get_model_version(plain, v1)
     for name, tags in (
         (gpu, {"bridge.gpu": "1", "bridge.cpu": "2", "bridge.namespace": "team-x"}),
         (neg, {"bridge.min-replicas": "-1"}),
         (quantity, {"bridge.memory": "4GB"}),
+        (runtime, {"bridge.runtime": "triton"}),
     ):
-        [v] = register(name, 1)
-        client.set_registered_model_alias(name, scope.alias, v)
-        for key, value in tags.items():
-            client.set_registered_model_tag(name, key, value)
+        client.create_registered_model(name, tags=tags)
+        mv = client.create_model_version(
+            name,
+            source.source,
+            run_id=source.run_id,
+            model_id=source.model_id or source.source.rsplit("/", 1)[-1],
+        )
+        client.set_registered_model_alias(name, scope.alias, mv.version)
     out = scope.output_dir
 
     first = scope.run("sync", "--once", "--output-dir", str(out), "--output", "json")
@@ -58,7 +67,12 @@ def test_gitops_dir_with_canary_overrides_and_bad_tags(scope, register, client):
         f"model {neg!r}: tag 'bridge.min-replicas' has invalid value '-1'" in results[neg]["error"]
     )
     assert f"model {quantity!r}: tag 'bridge.memory' has invalid value '4GB'" in first.stderr
+    assert (
+        f"model {runtime!r}: tag 'bridge.runtime' has invalid value 'triton': unknown runtime"
+        in (results[runtime]["error"])
+    )
     assert not (out / f"{k8s_name(neg)}.yaml").exists()
+    assert not (out / f"{k8s_name(runtime)}.yaml").exists()
     assert not (out / f"{k8s_name(quantity)}.yaml").exists()
 
     # The runtime-fit check warns (default): these models were logged with MLflow 3 on
