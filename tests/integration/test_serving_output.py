@@ -26,6 +26,18 @@ def _snapshot(out):
     return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(out.iterdir())}
 
 
+def _register_same(client, model, version, new_name, tags=None):
+    """Register ``new_name`` version 1 from the logged model behind ``model`` ``version``."""
+    mv = client.get_model_version(model, version)
+    client.create_registered_model(new_name, tags=tags or {})
+    client.create_model_version(
+        new_name,
+        mv.source,
+        run_id=mv.run_id,
+        model_id=mv.model_id or mv.source.rsplit("/", 1)[-1],
+    )
+
+
 def test_gitops_dir_with_canary_overrides_and_bad_tags(scope, register, client):
     plain, gpu, neg, quantity, runtime = (
         unique("plain"),
@@ -37,23 +49,16 @@ def test_gitops_dir_with_canary_overrides_and_bad_tags(scope, register, client):
     v1, v2 = register(plain, 2)
     client.set_registered_model_alias(plain, scope.alias, v1)
     client.set_registered_model_alias(plain, scope.alias + "-canary", v2)
-    # The other models are real registry entries for the same logged model (registering a
-    # version of an existing source is what `mlflow.register_model` does; no retraining).
-    source = client.get_model_version(plain, v1)
+    # The other models are real registry entries for the same logged model (what
+    # `mlflow.register_model` does), so nothing is trained twice.
     for name, tags in (
         (gpu, {"bridge.gpu": "1", "bridge.cpu": "2", "bridge.namespace": "team-x"}),
         (neg, {"bridge.min-replicas": "-1"}),
         (quantity, {"bridge.memory": "4GB"}),
         (runtime, {"bridge.runtime": "triton"}),
     ):
-        client.create_registered_model(name, tags=tags)
-        mv = client.create_model_version(
-            name,
-            source.source,
-            run_id=source.run_id,
-            model_id=source.model_id or source.source.rsplit("/", 1)[-1],
-        )
-        client.set_registered_model_alias(name, scope.alias, mv.version)
+        _register_same(client, plain, v1, name, tags)
+        client.set_registered_model_alias(name, scope.alias, "1")
     out = scope.output_dir
 
     first = scope.run("sync", "--once", "--output-dir", str(out), "--output", "json")
@@ -167,9 +172,10 @@ def test_gitops_dir_with_canary_overrides_and_bad_tags(scope, register, client):
 @pytest.mark.fake_k8s_api
 def test_apply_and_prune_cli_fake_k8s_api(scope, register, client, k8s_api):
     a, b = unique("apply-a"), unique("apply-b")
-    for name in (a, b):
-        [v] = register(name, 1)
-        client.set_registered_model_alias(name, scope.alias, v)
+    [v] = register(a, 1)
+    client.set_registered_model_alias(a, scope.alias, v)
+    _register_same(client, a, v, b)
+    client.set_registered_model_alias(b, scope.alias, "1")
     foreign = {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
