@@ -187,7 +187,10 @@ class Settings:
         False, ("BRIDGE_APPLY",), "Apply to the cluster (server-side apply) and prune.", _parse_bool
     )
     dry_run: bool = _setting(
-        False, ("BRIDGE_DRY_RUN",), "With apply: server-side dry run, nothing changes.", _parse_bool
+        False,
+        ("BRIDGE_DRY_RUN",),
+        "With apply: server-side dry run; the cluster does not change.",
+        _parse_bool,
     )
     apply_force: bool = _setting(
         True,

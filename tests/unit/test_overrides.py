@@ -134,3 +134,13 @@ def test_serving_settings_are_validated(env, message):
     with pytest.raises(UsageError) as err:
         load_settings(env=env)
     assert message in err.value.one_line()
+
+
+def test_dry_run_flag_needs_apply(capsys):
+    from bridge.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["sync", "--once", "--dry-run"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --dry-run only applies to --apply (add --apply, or drop --dry-run)"]
