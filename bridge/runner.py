@@ -111,13 +111,19 @@ def render_version(settings: Settings, model: str, version: str) -> str:
         served = ServedVersion(
             info.version, published.storage_uri, published.digest, info.run_id, info.download_uri
         )
+    from dataclasses import replace
+
     from bridge.overrides import parse_runtimes, resolve
-    from bridge.sync import serving_defaults, serving_options
+    from bridge.runtime_fit import mlflow_major, model_format_version
+    from bridge.sync import serving_defaults, serving_options, supported_versions
 
     [registered] = registry.registered_models([model])
-    spec = resolve(
-        model, registered.tags, serving_defaults(settings), parse_runtimes(settings.runtimes)
-    )
+    runtimes = parse_runtimes(settings.runtimes)
+    spec = resolve(model, registered.tags, serving_defaults(settings), runtimes)
+    if published is not None:
+        mlmodel = store.get_bytes(publisher.version_prefix(kname, info.version) + "MLmodel")
+        fmt = model_format_version(mlflow_major(mlmodel), supported_versions(runtimes, spec))
+        served = replace(served, format_version=fmt)
     resource = inference_service(
         DesiredService(model, kname, settings.alias, served, spec), serving_options(settings)
     )

@@ -156,6 +156,13 @@ def runtime_packages(settings: Settings) -> dict:
         raise UsageError(f"invalid runtime packages in {source}: {exc}") from None
 
 
+def supported_versions(runtimes: dict[str, tuple[str, ...]], spec: ServingSpec) -> tuple[str, ...]:
+    """modelFormat mlflow versions the model's runtime lists (any known runtime if auto)."""
+    if spec.runtime:
+        return runtimes[spec.runtime]
+    return tuple(sorted({v for vs in runtimes.values() for v in vs}))
+
+
 def _newer(candidate: str, than: str) -> bool:
     try:
         return int(candidate) > int(than)
@@ -306,12 +313,7 @@ class Reconciler:
                 )
             log.warning("%s", line)
             result.warnings.append(line)
-        supported = (
-            self.runtimes[spec.runtime]
-            if spec.runtime
-            else tuple(sorted({v for vs in self.runtimes.values() for v in vs}))
-        )
-        fmt = model_format_version(fit.mlflow_major, supported)
+        fmt = model_format_version(fit.mlflow_major, supported_versions(self.runtimes, spec))
         if fit.mlflow_major and fmt is None:
             log.info(
                 "model %r version %s was logged with MLflow %s; no known runtime lists modelFormat "

@@ -114,6 +114,11 @@ def test_gitops_dir_with_canary_overrides_and_bad_tags(scope, register, client):
     assert sa["secrets"] == [{"name": "mlflow-bridge-s3"}]
     assert scope.env["AWS_SECRET_ACCESS_KEY"] not in "".join(p.read_text() for p in out.iterdir())
 
+    # `bridge render` prints exactly what sync wrote for a model without a canary.
+    rendered = scope.run("render", gpu, "--version", "1")
+    assert rendered.returncode == 0, rendered.stderr
+    assert rendered.stdout == (out / f"{k8s_name(gpu)}.yaml").read_text()
+
     built = subprocess.run(
         ["kubectl", "kustomize", str(out)], capture_output=True, text=True, timeout=60
     )
