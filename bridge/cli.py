@@ -124,6 +124,19 @@ def cli(ctx, config, log_format, log_level, debug):
     show_default=True,
     help="Report format on stdout.",
 )
+@click.option(
+    "--apply",
+    is_flag=True,
+    default=None,
+    help="Server-side apply to the cluster and prune stale bridge-owned InferenceServices "
+    "[env: BRIDGE_APPLY].",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    default=None,
+    help="With --apply: server-side dry run, the cluster is not changed [env: BRIDGE_DRY_RUN].",
+)
 @tracking_option
 @target_options
 @serving_options
@@ -141,6 +154,7 @@ def sync(ctx: Context, once, output_dir, models, output, **flags):
     Example:
       bridge sync --once --output-dir gitops/models
       bridge sync --once --model fraud-detector --output json
+      bridge sync --once --apply --dry-run --namespace models
     """
     settings = ctx.settings(output_dir=output_dir, **flags)
     from bridge.runner import run_sync

@@ -58,20 +58,34 @@ def _umask() -> int:
     return mask
 
 
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _is_owned(text: str) -> bool:
+    """The document's own metadata.labels carry bridge's label (a hand-written file that
+    merely selects on that label, e.g. a NetworkPolicy, is not bridge's)."""
+    try:
+        doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError:
+        return False
+    labels = ((doc.get("metadata") or {}).get("labels") or {}) if isinstance(doc, dict) else {}
+    return isinstance(labels, dict) and labels.get(MANAGED_BY_LABEL) == MANAGED_BY
+
+
 class OutputDir:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
 
-    def owned_files(self) -> dict[str, str]:
-        """name -> text of every YAML file here that bridge wrote."""
+    def owned_files(self, skip: frozenset[str] | set[str] = frozenset()) -> dict[str, str]:
+        """name -> text of every YAML file here that bridge wrote (except those in ``skip``)."""
         if not self.path.is_dir():
             return {}
         owned = {}
         for p in sorted(self.path.glob("*.yaml")):
-            if p.name == KUSTOMIZATION:
+            if p.name == KUSTOMIZATION or p.name in skip:
                 continue
             text = p.read_text()
-            if _OWNED_MARK in text:
+            if _OWNED_MARK in text and _is_owned(text):
                 owned[p.name] = text
         return owned
 
@@ -84,21 +98,25 @@ class OutputDir:
                 change.written.append(name)
             else:
                 change.unchanged.append(name)
-        for name in sorted(self.owned_files()):
-            if name not in desired and in_scope(name):
+        # Files just written are bridge's own; only the others need a closer look.
+        listed = {name for name, text in desired.items() if _OWNED_MARK in text}
+        for name in sorted(self.owned_files(skip=set(desired))):
+            if in_scope(name):
                 (self.path / name).unlink()
                 change.removed.append(name)
+            else:
+                listed.add(name)
         kustomization = self.path / KUSTOMIZATION
         # A kustomization.yaml the user wrote is theirs: leave it alone.
         if not kustomization.exists() or _OWNED_MARK in kustomization.read_text():
-            if atomic_write(kustomization, self._kustomization()):
+            if atomic_write(kustomization, self._kustomization(sorted(listed))):
                 change.written.append(KUSTOMIZATION)
         return change
 
-    def _kustomization(self) -> str:
+    def _kustomization(self, resources: list[str]) -> str:
         body = {
             "apiVersion": "kustomize.config.k8s.io/v1beta1",
             "kind": "Kustomization",
-            "resources": sorted(self.owned_files()),
+            "resources": resources,
         }
         return f"# {_OWNED_MARK}\n" + yaml.safe_dump(body, sort_keys=True, default_flow_style=False)

@@ -52,6 +52,12 @@ def print_report(report, output: str) -> None:
         click.echo(
             f"output: {len(o.written)} written, {len(o.removed)} removed, {len(o.unchanged)} unchanged"
         )
+    if getattr(report, "cluster", None) is not None:
+        c = report.cluster
+        click.echo(
+            f"cluster{' (dry run)' if c.dry_run else ''}: {len(c.applied)} applied, "
+            f"{len(c.pruned)} pruned, {len(c.skipped)} left alone (not bridge's)"
+        )
 
 
 def run_sync(settings: Settings, models, output_dir, *, once: bool, output: str) -> int:
@@ -92,13 +98,7 @@ def render_version(settings: Settings, model: str, version: str) -> str:
     from bridge.names import k8s_name
     from bridge.publish import Publisher
     from bridge.registry import Registry
-    from bridge.serving import (
-        DesiredService,
-        ServedVersion,
-        ServingOptions,
-        inference_service,
-        to_yaml,
-    )
+    from bridge.serving import DesiredService, ServedVersion, inference_service, to_yaml
     from bridge.store import Store
 
     settings.require("tracking_uri", "target_uri")
@@ -117,9 +117,21 @@ def render_version(settings: Settings, model: str, version: str) -> str:
         served = ServedVersion(
             info.version, published.storage_uri, published.digest, info.run_id, info.download_uri
         )
+    from dataclasses import replace
+
+    from bridge.overrides import parse_runtimes, resolve
+    from bridge.runtime_fit import mlflow_major, model_format_version
+    from bridge.sync import serving_defaults, serving_options, supported_versions
+
+    [registered] = registry.registered_models([model])
+    runtimes = parse_runtimes(settings.runtimes)
+    spec = resolve(model, registered.tags, serving_defaults(settings), runtimes)
+    if published is not None:
+        mlmodel = store.get_bytes(publisher.version_prefix(kname, info.version) + "MLmodel")
+        fmt = model_format_version(mlflow_major(mlmodel), supported_versions(runtimes, spec))
+        served = replace(served, format_version=fmt)
     resource = inference_service(
-        DesiredService(model, kname, settings.alias, served),
-        ServingOptions(settings.namespace, settings.service_account),
+        DesiredService(model, kname, settings.alias, served, spec), serving_options(settings)
     )
     return to_yaml(resource)
 

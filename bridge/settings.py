@@ -181,6 +181,88 @@ class Settings:
         "URL other replicas forward webhooks to while this one leads, e.g. http://10.0.0.5:8080.",
     )
 
+    # --- serving: KServe manifests, runtime fit, cluster apply (docs/serving.md) ---
+    deployment_mode: str = _setting(
+        "Serverless",
+        ("BRIDGE_DEPLOYMENT_MODE",),
+        "KServe deployment mode: Serverless (Knative, canary traffic split) or RawDeployment.",
+    )
+    runtime: str | None = _setting(
+        None,
+        ("BRIDGE_RUNTIME",),
+        "ServingRuntime for every model (tag bridge.runtime per model); empty: KServe auto-selects.",
+    )
+    runtimes: str = _setting(
+        "kserve-mlserver=1,2",
+        ("BRIDGE_RUNTIMES",),
+        "Known runtimes and the modelFormat mlflow versions each lists: NAME=V[,V];NAME=V ...",
+    )
+    min_replicas: int = _setting(
+        1, ("BRIDGE_MIN_REPLICAS",), "Default predictor minReplicas.", _parse_non_negative_int
+    )
+    max_replicas: int = _setting(
+        3, ("BRIDGE_MAX_REPLICAS",), "Default predictor maxReplicas.", _parse_non_negative_int
+    )
+    cpu: str = _setting("1", ("BRIDGE_CPU",), "Default CPU request and limit per replica.")
+    memory: str = _setting("2Gi", ("BRIDGE_MEMORY",), "Default memory request and limit.")
+    gpu: int = _setting(0, ("BRIDGE_GPU",), "Default GPUs per replica.", _parse_non_negative_int)
+    gpu_resource: str = _setting(
+        "nvidia.com/gpu", ("BRIDGE_GPU_RESOURCE",), "Extended resource name of a GPU."
+    )
+    canary_traffic_percent: int = _setting(
+        10,
+        ("BRIDGE_CANARY_TRAFFIC_PERCENT",),
+        "Percent of traffic the canary version gets (Serverless mode).",
+        _parse_non_negative_int,
+    )
+    runtime_fit: str = _setting(
+        "warn",
+        ("BRIDGE_RUNTIME_FIT",),
+        "When a model needs packages the runtime image lacks: warn, refuse (skip it) or off.",
+    )
+    runtime_packages: str | None = _setting(
+        None,
+        ("BRIDGE_RUNTIME_PACKAGES",),
+        "What the runtime image provides: NAME, NAME==VERSION or NAME==SERIES.* entries, "
+        "comma-separated (default: a kserve-mlserver profile, see docs/serving.md).",
+    )
+    runtime_packages_file: str | None = _setting(
+        None,
+        ("BRIDGE_RUNTIME_PACKAGES_FILE",),
+        "File with the same entries, one a line (e.g. `pip freeze` of the runtime image).",
+    )
+    serving_s3_endpoint_url: str | None = _setting(
+        None,
+        ("BRIDGE_SERVING_S3_ENDPOINT_URL",),
+        "S3 endpoint as predictor pods reach it (s3-endpoint annotation); default: target endpoint.",
+    )
+    s3_verify_ssl: bool = _setting(
+        True, ("BRIDGE_S3_VERIFY_SSL",), "Predictors verify the S3 TLS certificate.", _parse_bool
+    )
+    apply: bool = _setting(
+        False, ("BRIDGE_APPLY",), "Apply to the cluster (server-side apply) and prune.", _parse_bool
+    )
+    dry_run: bool = _setting(
+        False,
+        ("BRIDGE_DRY_RUN",),
+        "With apply: server-side dry run; the cluster does not change.",
+        _parse_bool,
+    )
+    apply_force: bool = _setting(
+        True,
+        ("BRIDGE_APPLY_FORCE",),
+        "Take over fields other managers changed on bridge-owned objects (false: report 409).",
+        _parse_bool,
+    )
+    kubeconfig: str | None = _setting(
+        None,
+        ("BRIDGE_KUBECONFIG", "KUBECONFIG"),
+        "Kubeconfig file; default: in-cluster or ~/.kube/config.",
+    )
+    kube_context: str | None = _setting(
+        None, ("BRIDGE_KUBE_CONTEXT",), "Kubeconfig context to use."
+    )
+
     def require(self, *names: str) -> None:
         """Fail with a usage error naming the variable if a needed setting is empty."""
         for name in names:
@@ -314,7 +396,52 @@ def _validate(s: Settings) -> None:
         raise UsageError(f"log format {s.log_format!r} is not one of: human, json")
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise UsageError(f"log level {s.log_level!r} is not one of: DEBUG, INFO, WARNING, ERROR")
+    _validate_serving(s)
     for name in ("tracking_uri", "target_endpoint_url"):
         value = getattr(s, name)
         if value and "://" not in value and name == "target_endpoint_url":
             raise UsageError(f"{name} {value!r} is not a URL", hint="use e.g. http://minio:9000")
+
+
+def _validate_serving(s: Settings) -> None:
+    """The serving block: the same checks a model's bridge.* tags get."""
+    from bridge.overrides import DEPLOYMENT_MODES, is_quantity, is_resource_name, parse_runtimes
+    from bridge.runtime_fit import parse_provided
+
+    if s.deployment_mode not in DEPLOYMENT_MODES:
+        raise UsageError(
+            f"deployment mode {s.deployment_mode!r} is not one of: {', '.join(DEPLOYMENT_MODES)}"
+        )
+    try:
+        runtimes = parse_runtimes(s.runtimes)
+        if s.runtime_packages:
+            parse_provided(s.runtime_packages)
+    except ValueError as exc:
+        raise UsageError(f"invalid runtime setting: {exc}") from None
+    if s.runtime and s.runtime not in runtimes:
+        raise UsageError(
+            f"runtime {s.runtime!r} is not a known runtime ({', '.join(sorted(runtimes))})",
+            hint="add it to BRIDGE_RUNTIMES as NAME=VERSIONS",
+        )
+    for name in ("cpu", "memory"):
+        if not is_quantity(getattr(s, name)):
+            raise UsageError(f"{name} {getattr(s, name)!r} is not a positive Kubernetes quantity")
+    if not is_resource_name(s.gpu_resource):
+        raise UsageError(
+            f"gpu resource {s.gpu_resource!r} is not a resource name like nvidia.com/gpu"
+        )
+    if s.max_replicas < max(1, s.min_replicas):
+        raise UsageError(
+            f"max replicas {s.max_replicas} must be at least 1 and at least min replicas {s.min_replicas}"
+        )
+    if s.canary_traffic_percent > 100:
+        raise UsageError(f"canary traffic percent {s.canary_traffic_percent} is above 100")
+    if s.runtime_fit not in ("warn", "refuse", "off"):
+        raise UsageError(f"runtime fit {s.runtime_fit!r} is not one of: warn, refuse, off")
+    if s.serving_s3_endpoint_url and "://" not in s.serving_s3_endpoint_url:
+        raise UsageError(
+            f"serving_s3_endpoint_url {s.serving_s3_endpoint_url!r} is not a URL",
+            hint="use e.g. http://minio.minio.svc:9000",
+        )
+    if s.dry_run and not s.apply:
+        raise UsageError("--dry-run only applies to --apply", hint="add --apply, or drop --dry-run")

@@ -12,15 +12,39 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bridge.errors import BridgeError, CheckFailed, worst_exit_code
+import yaml
+
+from bridge.errors import BridgeError, CheckFailed, UsageError, worst_exit_code
 from bridge.gitops import OutputChange, OutputDir
 from bridge.names import k8s_name
+from bridge.overrides import ServingSpec, parse_runtimes, resolve
 from bridge.publish import PublishedVersion, Publisher, check_same_version
 from bridge.registry import RegisteredModelInfo, Registry
-from bridge.serving import DesiredService, ServedVersion, ServingOptions, inference_service, to_yaml
+from bridge.runtime_fit import (
+    DEFAULT_RUNTIME_PACKAGES,
+    check_python_env,
+    check_requirements,
+    mlflow_major,
+    model_format_version,
+    parse_provided,
+)
+from bridge.serving import (
+    DesiredService,
+    ServedVersion,
+    ServingOptions,
+    file_name,
+    inference_service,
+    service_account,
+    to_yaml,
+)
 from bridge.settings import Settings
 from bridge.store import Store
+
+if TYPE_CHECKING:
+    from bridge.cluster import ClusterChange
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +59,8 @@ class ModelResult:
     digest: str | None = None
     bytes_copied: int = 0
     error: BridgeError | None = None
+    canary_version: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "error"}
@@ -46,6 +72,7 @@ class ModelResult:
 class SyncReport:
     results: list[ModelResult] = field(default_factory=list)
     output: OutputChange | None = None
+    cluster: ClusterChange | None = None
 
     @property
     def errors(self) -> list[BridgeError]:
@@ -85,15 +112,92 @@ def assign_names(
     return names, clashes
 
 
+def serving_options(settings: Settings) -> ServingOptions:
+    return ServingOptions(
+        namespace=settings.namespace,
+        service_account=settings.service_account,
+        s3_secret_name=settings.s3_secret_name,
+        s3_endpoint_url=settings.serving_s3_endpoint_url or settings.target_endpoint_url,
+        s3_region=settings.target_region,
+        s3_verify_ssl=settings.s3_verify_ssl,
+    )
+
+
+def serving_defaults(settings: Settings) -> ServingSpec:
+    return ServingSpec(
+        namespace=settings.namespace,
+        deployment_mode=settings.deployment_mode,
+        runtime=settings.runtime,
+        min_replicas=settings.min_replicas,
+        max_replicas=settings.max_replicas,
+        cpu=settings.cpu,
+        memory=settings.memory,
+        gpu=settings.gpu,
+        gpu_resource=settings.gpu_resource,
+        canary_traffic_percent=settings.canary_traffic_percent,
+    )
+
+
+def runtime_packages(settings: Settings) -> dict:
+    """What the runtime image provides: the file, else the setting, else the default profile."""
+    text, source = settings.runtime_packages or DEFAULT_RUNTIME_PACKAGES, "BRIDGE_RUNTIME_PACKAGES"
+    if settings.runtime_packages_file:
+        source = settings.runtime_packages_file
+        try:
+            text = Path(source).read_text()
+        except OSError as exc:
+            raise UsageError(
+                f"cannot read runtime packages file {source}: {exc.strerror}",
+                hint="fix BRIDGE_RUNTIME_PACKAGES_FILE",
+            ) from None
+    try:
+        return parse_provided(text)
+    except ValueError as exc:
+        raise UsageError(f"invalid runtime packages in {source}: {exc}") from None
+
+
+def supported_versions(runtimes: dict[str, tuple[str, ...]], spec: ServingSpec) -> tuple[str, ...]:
+    """modelFormat mlflow versions the model's runtime lists (any known runtime if auto)."""
+    if spec.runtime:
+        return runtimes[spec.runtime]
+    return tuple(sorted({v for vs in runtimes.values() for v in vs}))
+
+
+def _newer(candidate: str, than: str) -> bool:
+    try:
+        return int(candidate) > int(than)
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """What one published version (by content digest) asks of the runtime."""
+
+    mlflow_major: str | None
+    problems: tuple[str, ...]
+
+
 class Reconciler:
-    def __init__(self, settings: Settings, registry: Registry, store: Store):
+    def __init__(self, settings: Settings, registry: Registry, store: Store, kube=None):
         self.settings = settings
         self.registry = registry
         self.store = store
         self.publisher = Publisher(store)
-        self.serving = ServingOptions(
-            namespace=settings.namespace, service_account=settings.service_account
-        )
+        self.serving = serving_options(settings)
+        self.defaults = serving_defaults(settings)
+        self.runtimes = parse_runtimes(settings.runtimes)
+        self.provided = runtime_packages(settings) if settings.runtime_fit != "off" else {}
+        self._fit_cache: dict[str, _Fit] = {}  # published paths never change: cache by digest
+        self._kube = kube
+
+    @property
+    def kube(self):
+        if self._kube is None:
+            from bridge.kube import KubeClient
+
+            self._kube = KubeClient.from_settings(self.settings)
+        return self._kube
 
     def run_once(
         self, models: list[str] | None = None, output_dir: str | None = None
@@ -105,7 +209,7 @@ class Reconciler:
         names, clashes = assign_names(approved)
 
         report = SyncReport()
-        desired: dict[str, str] = {}
+        desired: dict[str, dict] = {}
         for m in approved:
             if m.name in clashes:
                 report.results.append(
@@ -115,56 +219,172 @@ class Reconciler:
             result, resource = self._sync_model(m, names[m.name])
             report.results.append(result)
             if resource is not None:
-                desired[manifest_file_name(result.k8s_name)] = to_yaml(resource)
+                desired[file_name(resource)] = resource
 
+        in_scope: Callable[[str], bool]
+        if models:
+            scoped = {k8s_name(m.name) for m in registered}
+            in_scope = lambda name: name.removesuffix(".yaml") in scoped  # noqa: E731
+        else:
+            in_scope = lambda _name: True  # noqa: E731
         if output_dir:
-            report.output = self._write_output(output_dir, report, desired, registered, models)
+            report.output = self._write_output(output_dir, report, desired, in_scope)
+        if self.settings.apply:
+            report.cluster = self._apply(report, desired, in_scope)
         return report
 
     def _sync_model(self, m: RegisteredModelInfo, kname: str) -> tuple[ModelResult, dict | None]:
         version = m.aliases[self.settings.alias]
+        result = ModelResult(m.name, kname, "failed", version=version)
         try:
-            info = self.registry.model_version(m.name, version)
-            if info.status != "READY":
-                raise CheckFailed(f"model {m.name!r} version {version} is {info.status}, not READY")
-            before = self.publisher.published(kname, version)
-            if before is not None:
-                check_same_version(before, info)
-            pv = before or self.publisher.copy(
-                info, self.registry.artifact_source(info.download_uri), kname
-            )
+            spec = resolve(m.name, m.tags, self.defaults, self.runtimes)
+            pv, copied = self._publish(m.name, kname, version)
+            primary = self._fit(m.name, kname, pv, spec, result)
+            canary = None
+            canary_version = m.aliases.get(self.settings.canary_alias)
+            if canary_version and _newer(canary_version, version):
+                cpv, canary_copied = self._publish(m.name, kname, canary_version)
+                canary = self._fit(m.name, kname, cpv, spec, result)
+                copied = copied or canary_copied
+                result.canary_version = canary_version
+                result.bytes_copied += cpv.bytes_copied
         except BridgeError as exc:
-            return ModelResult(m.name, kname, "failed", version=version, error=exc), None
+            result.error = exc
+            return result, None
         resource = inference_service(
-            DesiredService(m.name, kname, self.settings.alias, _served(pv)), self.serving
+            DesiredService(
+                m.name,
+                kname,
+                self.settings.alias,
+                primary,
+                spec,
+                canary,
+                self.settings.canary_alias,
+            ),
+            self.serving,
         )
-        state = "unchanged" if before is not None else "synced"
-        return (
-            ModelResult(m.name, kname, state, version, pv.storage_uri, pv.digest, pv.bytes_copied),
-            resource,
-        )
+        result.state = "synced" if copied else "unchanged"
+        result.storage_uri, result.digest = pv.storage_uri, pv.digest
+        result.bytes_copied += pv.bytes_copied
+        return result, resource
 
-    def _write_output(self, output_dir, report, desired, registered, models) -> OutputChange:
+    def _publish(self, model: str, kname: str, version: str) -> tuple[PublishedVersion, bool]:
+        """The published version (copied now if it was not yet) and whether it was copied."""
+        info = self.registry.model_version(model, version)
+        if info.status != "READY":
+            raise CheckFailed(f"model {model!r} version {version} is {info.status}, not READY")
+        before = self.publisher.published(kname, version)
+        if before is not None:
+            check_same_version(before, info)
+            return before, False
+        source = self.registry.artifact_source(info.download_uri)
+        return self.publisher.copy(info, source, kname), True
+
+    def _fit(
+        self, model: str, kname: str, pv: PublishedVersion, spec: ServingSpec, result: ModelResult
+    ) -> ServedVersion:
+        """Check the version against the runtime; pick a modelFormat version a runtime lists."""
+        fit = self._fit_cache.get(pv.digest)
+        if fit is None:
+            prefix = self.publisher.version_prefix(kname, pv.version)
+            files = {f.path for f in pv.files}
+            problems: list[str] = []
+            if self.provided and "requirements.txt" in files:
+                text = self.store.get_bytes(prefix + "requirements.txt") or b""
+                problems += check_requirements(text.decode("utf-8", "replace"), self.provided)
+            if self.provided and "python_env.yaml" in files:
+                text = self.store.get_bytes(prefix + "python_env.yaml") or b""
+                problems += check_python_env(text.decode("utf-8", "replace"), self.provided)
+            fit = _Fit(mlflow_major(self.store.get_bytes(prefix + "MLmodel")), tuple(problems))
+            self._fit_cache[pv.digest] = fit
+        runtime = spec.runtime or "the auto-selected runtime"
+        if fit.problems:
+            line = f"model {model!r} version {pv.version} may not load in {runtime}: " + "; ".join(
+                fit.problems
+            )
+            if self.settings.runtime_fit == "refuse":
+                raise CheckFailed(
+                    line,
+                    hint="use a runtime image that has them (tag bridge.runtime), describe the "
+                    "image in BRIDGE_RUNTIME_PACKAGES(_FILE), or set BRIDGE_RUNTIME_FIT=warn",
+                )
+            log.warning("%s", line)
+            result.warnings.append(line)
+        fmt = model_format_version(fit.mlflow_major, supported_versions(self.runtimes, spec))
+        if fit.mlflow_major and fmt is None:
+            log.info(
+                "model %r version %s was logged with MLflow %s; no known runtime lists modelFormat "
+                "mlflow version %s, so the InferenceService names the format without a version",
+                model,
+                pv.version,
+                fit.mlflow_major,
+                fit.mlflow_major,
+            )
+        return _served(pv, fmt)
+
+    def _write_output(self, output_dir, report, desired, in_scope) -> OutputChange:
         out = OutputDir(output_dir)
         existing = out.owned_files()
+        files = {name: to_yaml(resource) for name, resource in desired.items()}
         # A model that failed this pass keeps its previous manifest.
         for r in report.results:
             name = manifest_file_name(r.k8s_name)
             if r.error is not None and name in existing:
-                desired[name] = existing[name]
-        in_scope: Callable[[str], bool]
-        if models:
-            scoped = {manifest_file_name(k8s_name(m.name)) for m in registered}
-            in_scope = scoped.__contains__
-        else:
-            in_scope = lambda _name: True  # noqa: E731
-        change = out.reconcile(desired, in_scope)
+                files[name] = existing[name]
+        # Each namespace that serves a model gets the predictors' ServiceAccount.
+        namespaces = {_namespace_of(text) for text in files.values()} - {None}
+        for ns in sorted(namespaces):
+            sa = service_account(self.serving, ns)
+            files[file_name(sa)] = to_yaml(sa)
+        change = out.reconcile(files, in_scope)
         for name in change.removed:
-            report.results.append(
-                ModelResult(name.removesuffix(".yaml"), name.removesuffix(".yaml"), "removed")
-            )
+            if name.count(".") == 1:  # an InferenceService file
+                report.results.append(
+                    ModelResult(name.removesuffix(".yaml"), name.removesuffix(".yaml"), "removed")
+                )
+        return change
+
+    def _apply(self, report: SyncReport, desired: dict[str, dict], in_scope) -> ClusterChange:
+        from bridge.cluster import reconcile_cluster
+
+        services = list(desired.values())
+        namespaces = {o["metadata"]["namespace"] for o in services}
+        accounts = [service_account(self.serving, ns) for ns in sorted(namespaces)]
+        failed = {r.k8s_name for r in report.results if r.error is not None}
+        change = reconcile_cluster(
+            self.kube,
+            accounts + services,
+            namespaces=namespaces | {self.settings.namespace},
+            keep=failed,
+            in_scope=lambda name: in_scope(manifest_file_name(name)),
+            force=self.settings.apply_force,
+            dry_run=self.settings.dry_run,
+        )
+        by_name = {r.k8s_name: r for r in report.results}
+        for name, exc in change.errors.items():
+            r = by_name.get(name)
+            if r is None:
+                r = ModelResult(name, name, "failed")
+                report.results.append(r)
+            r.state, r.error = "failed", exc
+        for ref in change.pruned:
+            name = ref.rsplit("/", 1)[1]
+            if name not in by_name and not (
+                report.output and manifest_file_name(name) in report.output.removed
+            ):
+                report.results.append(ModelResult(name, name, "removed"))
         return change
 
 
-def _served(pv: PublishedVersion) -> ServedVersion:
-    return ServedVersion(pv.version, pv.storage_uri, pv.digest, pv.run_id, pv.source_uri)
+def _namespace_of(text: str) -> str | None:
+    try:
+        doc = yaml.safe_load(text)
+        return doc["metadata"]["namespace"] if doc.get("kind") == "InferenceService" else None
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _served(pv: PublishedVersion, format_version: str | None = None) -> ServedVersion:
+    return ServedVersion(
+        pv.version, pv.storage_uri, pv.digest, pv.run_id, pv.source_uri, format_version
+    )

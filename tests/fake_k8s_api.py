@@ -1,0 +1,295 @@
+"""A small local HTTP fake of the Kubernetes API server (no real cluster can run here).
+
+It serves just what bridge uses, on namespaced REST paths: list (with an
+equality label selector), get, server-side apply (``PATCH`` with
+``application/apply-patch+yaml``; needs ``fieldManager``, honours ``force`` and
+``dryRun``) and delete. Every request is recorded. Switches make it answer like
+a real server does when RBAC denies (403), credentials are wrong (401), the
+KServe CRDs are missing (404 without details), a namespace is missing (404 on
+``namespaces``) or another field manager owns a field (409 without ``force``).
+
+Started once per test session on a free port (``fake_k8s_api`` fixture); the
+``k8s_api`` fixture resets it for each test.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import yaml
+
+TOKEN = "fake-k8s-token-0123456789"
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    content_type: str
+    body: dict | None
+    authorization: str
+
+
+@dataclass
+class FakeState:
+    objects: dict[str, dict] = field(default_factory=dict)  # REST path of the object -> object
+    requests: list[Request] = field(default_factory=list)
+    forbidden_namespaces: set[str] = field(default_factory=set)
+    missing_namespaces: set[str] = field(default_factory=set)
+    conflict_names: set[str] = field(default_factory=set)
+    missing_crd: bool = False
+    unauthorized: bool = False
+
+
+def _status(code: int, reason: str, message: str, details: dict | None = None) -> dict:
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "details": details or {},
+        "code": code,
+    }
+
+
+def _split(path: str):
+    """(api group or '', version, namespace, plural, name or None) of a namespaced path."""
+    parts = path.strip("/").split("/")
+    if parts[0] == "api":
+        group, rest = "", parts[1:]
+    elif parts[0] == "apis":
+        group, rest = parts[1], parts[2:]
+    else:
+        return None
+    if len(rest) < 4 or rest[1] != "namespaces":
+        return None
+    version, ns, plural = rest[0], rest[2], rest[3]
+    name = rest[4] if len(rest) > 4 else None
+    return group, version, ns, plural, name
+
+
+def _matches(obj: dict, selector: str) -> bool:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    for term in filter(None, selector.split(",")):
+        key, _, value = term.partition("=")
+        if labels.get(key) != value:
+            return False
+    return True
+
+
+class FakeKubeAPI:
+    def __init__(self):
+        self.state = FakeState()
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> FakeKubeAPI:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def reset(self) -> FakeKubeAPI:
+        with self.lock:
+            self.state = FakeState()
+        return self
+
+    def write_kubeconfig(self, path: Path, context: str = "fake") -> Path:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "users": [{"name": "fake", "user": {"token": TOKEN}}],
+            "contexts": [{"name": context, "context": {"cluster": "fake", "user": "fake"}}],
+            "current-context": context,
+        }
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    # -- seeding and inspection ------------------------------------------------
+    @staticmethod
+    def path_of(obj: dict) -> str:
+        api = obj["apiVersion"]
+        base = f"/apis/{api}" if "/" in api else f"/api/{api}"
+        plural = {"InferenceService": "inferenceservices", "ServiceAccount": "serviceaccounts"}[
+            obj["kind"]
+        ]
+        meta = obj["metadata"]
+        return f"{base}/namespaces/{meta['namespace']}/{plural}/{meta['name']}"
+
+    def seed(self, *objs: dict) -> None:
+        with self.lock:
+            for obj in objs:
+                self.state.objects[self.path_of(obj)] = json.loads(json.dumps(obj))
+
+    def objects(self, kind: str | None = None) -> dict[str, dict]:
+        with self.lock:
+            return {
+                p: o for p, o in self.state.objects.items() if kind is None or o["kind"] == kind
+            }
+
+    def requests(self, method: str | None = None) -> list[Request]:
+        with self.lock:
+            return [r for r in self.state.requests if method is None or r.method == method]
+
+    # -- the server ------------------------------------------------------------
+    def _handler(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _send(self, code: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _handle(self):
+                url = urlsplit(self.path)
+                query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                body = json.loads(raw) if raw else None
+                req = Request(
+                    self.command,
+                    url.path,
+                    query,
+                    self.headers.get("Content-Type", ""),
+                    body,
+                    self.headers.get("Authorization", ""),
+                )
+                with fake.lock:
+                    fake.state.requests.append(req)
+                    code, resp = fake._respond(req)
+                self._send(code, resp)
+
+            do_GET = do_PATCH = do_DELETE = do_POST = do_PUT = _handle
+
+        return Handler
+
+    def _respond(self, req: Request) -> tuple[int, dict]:
+        s = self.state
+        if req.authorization != f"Bearer {TOKEN}" or s.unauthorized:
+            return 401, _status(401, "Unauthorized", "Unauthorized")
+        parsed = _split(req.path)
+        if parsed is None:
+            return 404, _status(404, "NotFound", "the server could not find the requested resource")
+        group, version, ns, plural, name = parsed
+        resource = f"{plural}.{group}" if group else plural
+        verb = {
+            "GET": "get" if name else "list",
+            "PATCH": "patch",
+            "DELETE": "delete",
+        }.get(req.method, req.method.lower())
+        if ns in s.forbidden_namespaces:
+            return 403, _status(
+                403,
+                "Forbidden",
+                f'{resource} is forbidden: User "system:serviceaccount:bridge:bridge" cannot '
+                f'{verb} resource "{plural}" in API group "{group}" in the namespace "{ns}"',
+                {"group": group, "kind": plural},
+            )
+        if s.missing_crd and group == "serving.kserve.io":
+            return 404, _status(404, "NotFound", "the server could not find the requested resource")
+        collection = req.path if name is None else req.path.rsplit("/", 1)[0]
+        kind_name = {"inferenceservices": "InferenceService", "serviceaccounts": "ServiceAccount"}[
+            plural
+        ]
+        if req.method == "GET" and name is None:
+            selector = req.query.get("labelSelector", "")
+            items = [
+                o
+                for p, o in sorted(s.objects.items())
+                if p.rsplit("/", 1)[0] == collection and _matches(o, selector)
+            ]
+            return 200, {"kind": kind_name + "List", "metadata": {}, "items": items}
+        not_found = _status(
+            404,
+            "NotFound",
+            f'{resource} "{name}" not found',
+            {"name": name, "group": group, "kind": plural},
+        )
+        if req.method == "GET":
+            obj = s.objects.get(req.path)
+            return (200, obj) if obj is not None else (404, not_found)
+        dry_run = req.query.get("dryRun") == "All"
+        if req.method == "DELETE":
+            if req.path not in s.objects:
+                return 404, not_found
+            if not dry_run:
+                del s.objects[req.path]
+            return 200, {"kind": "Status", "status": "Success", "details": {"name": name}}
+        if req.method == "PATCH":
+            if req.content_type != "application/apply-patch+yaml":
+                return 415, _status(415, "UnsupportedMediaType", "only server-side apply here")
+            manager = req.query.get("fieldManager")
+            if not manager:
+                return 422, _status(422, "Invalid", "fieldManager is required for apply")
+            if ns in s.missing_namespaces:
+                return 404, _status(
+                    404,
+                    "NotFound",
+                    f'namespaces "{ns}" not found',
+                    {"name": ns, "kind": "namespaces"},
+                )
+            if name in s.conflict_names and req.query.get("force") != "true":
+                return 409, _status(
+                    409,
+                    "Conflict",
+                    'Apply failed with 1 conflict: conflict with "kubectl-edit" using '
+                    f"{group}/{version}: .spec.predictor.minReplicas",
+                )
+            body = req.body or {}
+            meta = body.get("metadata") or {}
+            if (
+                meta.get("name") != name
+                or meta.get("namespace") != ns
+                or body.get("kind") != kind_name
+            ):
+                return 400, _status(
+                    400, "BadRequest", "name, namespace or kind do not match the URL"
+                )
+            existed = req.path in s.objects
+            obj = json.loads(json.dumps(body))
+            obj["metadata"]["managedFields"] = [{"manager": manager, "operation": "Apply"}]
+            if not dry_run:
+                s.objects[req.path] = obj
+            return (200 if existed else 201), obj
+        return 405, _status(405, "MethodNotAllowed", f"{req.method} is not supported here")
+
+
+@pytest.fixture(scope="session")
+def fake_k8s_api():
+    api = FakeKubeAPI().start()
+    yield api
+    api.stop()
+
+
+@pytest.fixture
+def k8s_api(fake_k8s_api, tmp_path):
+    """The session's fake API, reset, with a kubeconfig pointing at it in ``.kubeconfig``."""
+    fake_k8s_api.reset()
+    fake_k8s_api.kubeconfig = fake_k8s_api.write_kubeconfig(tmp_path / "kubeconfig")
+    return fake_k8s_api
