@@ -221,3 +221,27 @@ def test_unreachable_api_is_temporary_fake_k8s_api(k8s_api, tmp_path):
     with pytest.raises(TemporaryError) as err:
         kube.list(INFERENCE_SERVICE, "models", "a=b")
     assert "cannot reach the Kubernetes API" in err.value.one_line()
+
+
+def test_requests_stay_within_the_granted_verbs_fake_k8s_api(k8s_api):
+    """What the code really sends (seen by the fake API server) needs no verb beyond
+    cluster.VERBS_USED, which the RBAC Role in manifests/ grants exactly."""
+    from bridge.cluster import VERBS_USED
+    from bridge.serving import service_account as build_sa
+
+    k8s_api.seed(isvc("stale"))
+    desired = [build_sa(OPTS, "models"), isvc("iris")]
+    change = run(k8s_api, desired)
+    assert not change.errors
+    to_verb = {"GET": "get", "PATCH": "patch", "DELETE": "delete", "POST": "create", "PUT": "update"}
+    used: dict[tuple[str, str], set[str]] = {}
+    for req in k8s_api.requests():
+        parts = req.path.strip("/").split("/")
+        group = "" if parts[0] == "api" else parts[1]
+        resource = parts[parts.index("namespaces") + 2]
+        named = len(parts) > parts.index("namespaces") + 3
+        verb = to_verb[req.method] if (named or req.method != "GET") else "list"
+        used.setdefault((group, resource), set()).add(verb)
+    assert {("serving.kserve.io", "inferenceservices"), ("", "serviceaccounts")} <= set(used)
+    for key, verbs in used.items():
+        assert verbs <= VERBS_USED[key], (key, verbs)

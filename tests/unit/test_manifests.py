@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 KUBE_VERSION = "1.32.0"
 # The apply/prune path on InferenceServices: server-side apply (patch), read (get),
 # list owned objects to prune (list), prune (delete).
-INFERENCESERVICE_VERBS = frozenset({"get", "list", "patch", "delete"})
+from bridge.cluster import VERBS_USED
 TARGETS = ["manifests/base", "manifests/overlays/servicemonitor"]
 
 
@@ -110,7 +110,7 @@ def test_rbac_grants_no_verbs_beyond_what_the_code_uses():
                     granted.setdefault((group, resource), set()).update(rule["verbs"])
     assert granted == {
         ("coordination.k8s.io", "leases"): set(LEASE_VERBS),
-        ("serving.kserve.io", "inferenceservices"): set(INFERENCESERVICE_VERBS),
+        **{key: set(verbs) for key, verbs in VERBS_USED.items()},
     }
     # InferenceServices are granted in the target namespace, Leases in the daemon's.
     [cm] = _by_kind(docs, "ConfigMap")
