@@ -322,3 +322,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)
+
+
+from bridge.cli_status import status as _status_command  # noqa: E402
+
+cli.add_command(_status_command)
