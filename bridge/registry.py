@@ -201,9 +201,7 @@ class Registry:
                 result[(info.name, info.version)] = info
         return result
 
-    def runs(
-        self, run_ids: list[str], *, batch: int = 100, workers: int = 4
-    ) -> dict[str, RunInfo]:
+    def runs(self, run_ids: list[str], *, batch: int = 100, workers: int = 4) -> dict[str, RunInfo]:
         """Many runs at once: ``run_id IN (...)`` searches over every experiment, in parallel."""
         from mlflow.entities import ViewType
 

@@ -163,8 +163,10 @@ def classify(f: ModelFacts) -> Verdict:
         if f.served:
             where = ", ".join(sorted({r.source for r in f.served}))
             served = ", ".join(sorted({r.version or "?" for r in f.served}))
-            gone = "the model is no longer registered" if not f.registered else (
-                f"alias {f.alias!r} is not set"
+            gone = (
+                "the model is no longer registered"
+                if not f.registered
+                else (f"alias {f.alias!r} is not set")
             )
             return Verdict(
                 BROKEN if broken else ORPHANED,
@@ -414,7 +416,7 @@ def collect(
     to_inspect = set()
     for name in managed:
         kname = k8s_name(name)
-        for (n, v) in wanted_versions:
+        for n, v in wanted_versions:
             if n == name:
                 to_inspect.add((kname, v))
         for ref in served.get(name, []):

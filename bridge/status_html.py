@@ -91,7 +91,9 @@ def render_html(report: list[dict], *, title: str = "bridge status") -> str:
             f"<td>{_lineage_cell(row, 'kfp')}</td>",
             '<td class="reasons">' + "<br>".join(_e(r) for r in row.get("reasons", [])) + "</td>",
         ]
-        rows.append(f'<tr data-model="{_e(row["name"])}" data-state="{state}">' + "".join(cells) + "</tr>")
+        rows.append(
+            f'<tr data-model="{_e(row["name"])}" data-state="{state}">' + "".join(cells) + "</tr>"
+        )
     head = "".join(f"<th>{_e(c)}</th>" for c in COLUMNS)
     body = "\n".join(rows) or f'<tr><td colspan="{len(COLUMNS)}">no managed models</td></tr>'
     return (

@@ -64,7 +64,10 @@ def test_pending_in_sync_drifted_orphaned_with_lineage(scope, register, client):
     isvc = yaml.safe_load((scope.output_dir / f"{k8s_name(model)}.yaml").read_text())
     store = row["store"]
     assert store["published"] and store["verified"] and store["check"] == "sha256"
-    assert store["digest"] == isvc["metadata"]["annotations"]["mlflow-kubeflow-bridge.io/content-digest"]
+    assert (
+        store["digest"]
+        == isvc["metadata"]["annotations"]["mlflow-kubeflow-bridge.io/content-digest"]
+    )
     assert store["storage_uri"] == isvc["spec"]["predictor"]["model"]["storageUri"]
     [served] = row["served"]
     assert served["source"] == "output-dir" and served["version"] == v1
@@ -152,7 +155,9 @@ def test_broken_and_hand_edited_drift_in_one_view(scope, register, client, s3):
 
     table = status(scope)
     assert table.returncode == 1
-    lines = {ln.split()[0]: ln.split()[1] for ln in table.stdout.splitlines() if ln.startswith("st-")}
+    lines = {
+        ln.split()[0]: ln.split()[1] for ln in table.stdout.splitlines() if ln.startswith("st-")
+    }
     assert lines[ok] == "in_sync" and lines[tampered] == "broken" and lines[edited] == "drifted"
 
     # The same view as the daemon's HTML page.
