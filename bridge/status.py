@@ -285,10 +285,11 @@ class OutputDirSource:
 
         from bridge.gitops import OutputDir
 
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available
         refs = []
         for file_name, text in OutputDir(self.path).owned_files().items():
             try:
-                docs = list(yaml.safe_load_all(text))
+                docs = list(yaml.load_all(text, Loader=loader))  # a safe loader
             except yaml.YAMLError as exc:
                 log.warning("status: skipping %s: not valid YAML (%s)", file_name, exc)
                 continue
