@@ -192,16 +192,22 @@ def classify(f: ModelFacts) -> Verdict:
 
     for source in f.sources:
         refs = [r for r in f.served if r.source == source]
-        if not refs:
+        if not any(not _is_canary(r, f) for r in refs):
             pending.append(f"version {want} is not in {source} yet")
         for ref in refs:
-            ref_want = want
-            if ref.alias and ref.alias == f.canary_alias and f.canary is not None:
-                ref_want = f.canary.version
+            ref_alias, ref_want = f.alias, want
+            if _is_canary(ref, f):
+                if f.canary is None:
+                    drifted.append(
+                        f"{source} serves canary version {ref.version or '?'}, "
+                        f"but alias {f.canary_alias!r} is not set"
+                    )
+                    continue
+                ref_alias, ref_want = f.canary_alias, f.canary.version
             if ref.version != ref_want:
                 drifted.append(
                     f"{source} serves version {ref.version or '?'}, "
-                    f"alias {ref.alias or f.alias!r} points to {ref_want}"
+                    f"alias {ref_alias!r} points to {ref_want}"
                 )
                 continue
             ref_store = f.store.get(ref_want)
@@ -226,6 +232,10 @@ def classify(f: ModelFacts) -> Verdict:
     if pending:
         return Verdict(PENDING, tuple(pending))
     return Verdict(IN_SYNC, ())
+
+
+def _is_canary(ref: ServedRef, f: ModelFacts) -> bool:
+    return ref.alias is not None and ref.alias == f.canary_alias
 
 
 def exit_code(report: Iterable[dict]) -> int:

@@ -191,6 +191,23 @@ def test_canary_manifest_is_compared_with_the_canary_alias():
     assert classify(f).state == "in_sync"
 
 
+def test_canary_manifest_alone_is_not_the_approved_one():
+    f = ModelFacts(
+        "churn", "churn", "champion", "challenger",
+        approved=VersionFacts("3", "r3"), canary=VersionFacts("4", "r4"),
+        store={"3": store(), "4": store("4", run_id="r4")},
+        served=(ref("4", alias="challenger"),), sources=("output-dir",),
+    )  # fmt: skip
+    assert classify(f).state == "pending"
+    stale = ModelFacts(
+        "churn", "churn", "champion", "challenger",
+        approved=VersionFacts("3", "r3"), store={"3": store(), "4": store("4", run_id="r4")},
+        served=(ref(), ref("4", alias="challenger")), sources=("output-dir",),
+    )  # fmt: skip
+    v = classify(stale)
+    assert v.state == "drifted" and "'challenger' is not set" in v.reasons[0]
+
+
 def test_exit_code_fails_only_on_drifted_or_broken():
     assert exit_code([{"state": s} for s in ("in_sync", "pending", "orphaned")]) == 0
     assert exit_code([{"state": "in_sync"}, {"state": "drifted"}]) == 1
