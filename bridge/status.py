@@ -325,17 +325,51 @@ def served_sources(settings: Settings, output_dir: str | None = None) -> list[Se
 # Store reads
 
 
-def inspect_version(store, k8s: str, version: str, *, verify: bool = False) -> StoreFacts:
+# From this many versions on, one listing of the whole target beats one listing per version.
+BULK_LISTING_FROM = 100
+
+
+def inspect_versions(
+    store,
+    wanted: Iterable[tuple[str, str]],
+    *,
+    verify: bool = False,
+    workers: int = DEFAULT_WORKERS,
+) -> dict[tuple[str, str], StoreFacts]:
+    """StoreFacts for many (k8s-name, version) pairs, read in a bounded thread pool."""
+    pairs = sorted(set(wanted))
+    listings: dict[tuple[str, str], dict[str, int]] | None = None
+    if len(pairs) >= BULK_LISTING_FROM:
+        # One paginated listing (1,000 keys a request) instead of one request per version.
+        listings = {p: {} for p in pairs}
+        for key, size in store.list_keys(store.prefix).items():
+            parts = key[len(store.prefix) :].split("/", 2)
+            if len(parts) == 3 and (parts[0], parts[1]) in listings:
+                listings[(parts[0], parts[1])][key] = size
+
+    def one(pair: tuple[str, str]) -> StoreFacts:
+        keys = listings[pair] if listings is not None else None
+        return inspect_version(store, pair[0], pair[1], verify=verify, keys=keys)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return dict(zip(pairs, pool.map(one, pairs), strict=True))
+
+
+def inspect_version(
+    store, k8s: str, version: str, *, verify: bool = False, keys: dict[str, int] | None = None
+) -> StoreFacts:
     """What the store holds for one version: published or not, and does it check out.
 
     Without ``verify`` every file the marker lists must exist with its recorded
-    size (one listing); with ``verify`` every file is read back and re-hashed.
+    size (one listing, or ``keys`` when the caller listed already); with
+    ``verify`` every file is read back and re-hashed.
     """
     from bridge.publish import MARKER_NAME, parse_marker
 
     prefix = f"{store.prefix}{k8s}/{version}/"
     uri = store.uri(prefix)
-    keys = store.list_keys(prefix)
+    if keys is None:
+        keys = store.list_keys(prefix)
     if prefix + MARKER_NAME not in keys:
         return StoreFacts(version, uri, published=False)
     data = store.get_bytes(prefix + MARKER_NAME)
@@ -433,17 +467,7 @@ def collect(
         for ref in served.get(name, []):
             if ref.version:
                 to_inspect.add((kname, ref.version))
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        inspected = dict(
-            zip(
-                sorted(to_inspect),
-                pool.map(
-                    lambda kv: inspect_version(store, kv[0], kv[1], verify=verify),
-                    sorted(to_inspect),
-                ),
-                strict=True,
-            )
-        )
+    inspected = inspect_versions(store, to_inspect, verify=verify, workers=workers)
 
     source_names = tuple(s.name for s in sources)
     facts = []
