@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from bridge.status import STATES
+
 _COLOURS = {
     "in_sync": "green",
     "pending": "yellow",
@@ -83,5 +85,7 @@ def format_table(report: list[dict], colour: bool = False) -> str:
     for row in report:
         counts[row["state"]] = counts.get(row["state"], 0) + 1
     lines.append("")
-    lines.append(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    order = {s: i for i, s in enumerate(STATES)}
+    summary = sorted(counts.items(), key=lambda kv: order.get(kv[0], len(order)))
+    lines.append(", ".join(f"{n} {s}" for s, n in summary))
     return "\n".join(lines) + "\n"
