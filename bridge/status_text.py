@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from bridge.status import STATES
-
 _COLOURS = {
     "in_sync": "green",
     "pending": "yellow",
@@ -85,6 +83,8 @@ def format_table(report: list[dict], colour: bool = False) -> str:
     for row in report:
         counts[row["state"]] = counts.get(row["state"], 0) + 1
     lines.append("")
+    from bridge.status import STATES
+
     order = {s: i for i, s in enumerate(STATES)}
     summary = sorted(counts.items(), key=lambda kv: order.get(kv[0], len(order)))
     lines.append(", ".join(f"{n} {s}" for s, n in summary))
