@@ -353,3 +353,7 @@ from bridge.cli_serve import serve, webhook  # noqa: E402 - registered after the
 
 cli.add_command(serve)
 cli.add_command(webhook)
+
+from bridge.cli_status import status as _status_command  # noqa: E402
+
+cli.add_command(_status_command)

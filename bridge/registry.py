@@ -50,6 +50,15 @@ class ArtifactFile:
     size: int | None
 
 
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    experiment_id: str
+    run_name: str | None
+    status: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+
 class NotFound(UsageError):
     """A model, version or alias that the registry does not have."""
 
@@ -141,18 +150,138 @@ class Registry:
         with self._errors(f"model {name!r} version {version}"):
             mv = self.client.get_model_version(name, version)
             download_uri = self.client.get_model_version_download_uri(name, version)
-        return ModelVersionInfo(
-            name=mv.name,
-            version=str(mv.version),
-            run_id=mv.run_id or None,
-            source=mv.source,
-            status=str(mv.status),
-            download_uri=download_uri,
-            tags=dict(mv.tags or {}),
-        )
+        return _version_info(mv, download_uri)
 
     def artifact_source(self, download_uri: str) -> ArtifactSource:
         return ArtifactSource(download_uri, self.tracking_uri)
+
+    # -- batched reads (bridge status) ---------------------------------------
+
+    def model_versions(
+        self, wanted: list[tuple[str, str]], *, batch: int = 100, workers: int = 4
+    ) -> dict[tuple[str, str], ModelVersionInfo]:
+        """Many (model, version) pairs at once: ``name IN (...)`` searches, run in parallel.
+
+        ``download_uri`` is left empty (it costs one request per version).
+        Pairs the registry does not have are missing from the result.
+        """
+        names = sorted({n for n, _ in wanted if _quote(n) is not None})
+        want = set(wanted)
+        chunks = [names[i : i + batch] for i in range(0, len(names), batch)]
+        # A name holding both quote characters cannot be written in a filter.
+        singles = [(n, v) for n, v in sorted(want) if _quote(n) is None]
+
+        def search(chunk: list[str]) -> list[ModelVersionInfo]:
+            found = []
+            token = None
+            filt = "name IN (" + ", ".join(_quote(n) for n in chunk) + ")"
+            with self._errors("searching model versions"):
+                while True:
+                    page = self.client.search_model_versions(
+                        filter_string=filt, max_results=10000, page_token=token
+                    )
+                    for mv in page:
+                        if (mv.name, str(mv.version)) in want:
+                            found.append(_version_info(mv, ""))
+                    token = page.token
+                    if not token:
+                        break
+            return found
+
+        def get_one(pair: tuple[str, str]) -> list[ModelVersionInfo]:
+            try:
+                with self._errors(f"model {pair[0]!r} version {pair[1]}"):
+                    return [_version_info(self.client.get_model_version(*pair), "")]
+            except NotFound:
+                return []
+
+        result: dict[tuple[str, str], ModelVersionInfo] = {}
+        for infos in _parallel(search, chunks, workers) + _parallel(get_one, singles, workers):
+            for info in infos:
+                result[(info.name, info.version)] = info
+        return result
+
+    def runs(self, run_ids: list[str], *, batch: int = 100, workers: int = 4) -> dict[str, RunInfo]:
+        """Many runs at once: ``run_id IN (...)`` searches over every experiment, in parallel."""
+        from mlflow.entities import ViewType
+
+        ids = sorted(set(run_ids))
+        if not ids:
+            return {}
+        experiments: list[str] = []
+        token = None
+        with self._errors("listing experiments"):
+            while True:
+                page = self.client.search_experiments(
+                    view_type=ViewType.ALL, max_results=1000, page_token=token
+                )
+                experiments.extend(e.experiment_id for e in page)
+                token = page.token
+                if not token:
+                    break
+        exp_chunks = [experiments[i : i + 500] for i in range(0, len(experiments), 500)]
+        jobs = [(e, ids[i : i + batch]) for e in exp_chunks for i in range(0, len(ids), batch)]
+
+        def search(job) -> list[RunInfo]:
+            exp_ids, chunk = job
+            filt = "attributes.run_id IN (" + ", ".join(_quote(r) for r in chunk) + ")"
+            found = []
+            token = None
+            with self._errors("searching runs"):
+                while True:
+                    page = self.client.search_runs(
+                        exp_ids,
+                        filter_string=filt,
+                        run_view_type=ViewType.ALL,
+                        max_results=len(chunk),
+                        page_token=token,
+                    )
+                    found.extend(
+                        RunInfo(
+                            run_id=r.info.run_id,
+                            experiment_id=str(r.info.experiment_id),
+                            run_name=r.info.run_name,
+                            status=str(r.info.status),
+                            tags=dict(r.data.tags or {}),
+                        )
+                        for r in page
+                    )
+                    token = page.token
+                    if not token:
+                        break
+            return found
+
+        return {r.run_id: r for rs in _parallel(search, jobs, workers) for r in rs}
+
+
+def _version_info(mv, download_uri: str) -> ModelVersionInfo:
+    return ModelVersionInfo(
+        name=mv.name,
+        version=str(mv.version),
+        run_id=mv.run_id or None,
+        source=mv.source,
+        status=str(mv.status),
+        download_uri=download_uri,
+        tags=dict(mv.tags or {}),
+    )
+
+
+def _quote(value: str) -> str | None:
+    """A string literal for MLflow's search filter grammar (it has no escapes), or None."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    return None
+
+
+def _parallel(fn, items: list, workers: int) -> list:
+    if len(items) <= 1 or workers <= 1:
+        return [fn(item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, items))
 
 
 def _model_info(rm) -> RegisteredModelInfo:

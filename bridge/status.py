@@ -1,0 +1,614 @@
+"""`bridge status`: one view across the registry, the serving store and what is served.
+
+Two halves, kept apart so the judgement can be tested without servers:
+
+* :func:`classify` is pure. It takes :class:`ModelFacts` (what the registry,
+  the store and every served view say about one model) and returns a
+  :class:`Verdict`: one of :data:`STATES` with the reasons behind it.
+* :func:`collect` gathers those facts, fast on large registries: registered
+  models with their aliases come from one paginated search, versions and runs
+  are read in batches, and the per-version store reads run in a bounded
+  thread pool.
+
+What is served comes from pluggable :class:`ServedSource` objects. Today that
+is the GitOps output directory (:class:`OutputDirSource`); a source that lists
+InferenceServices from the cluster only has to turn each resource into a
+:class:`ServedRef` with :func:`served_ref_from_resource` and be appended to the
+list :func:`served_sources` returns.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from bridge import MANAGED_BY
+from bridge.names import k8s_name
+from bridge.serving import ANNOTATION_PREFIX, MANAGED_BY_LABEL
+from bridge.settings import Settings
+
+log = logging.getLogger(__name__)
+
+IN_SYNC = "in_sync"
+PENDING = "pending"
+DRIFTED = "drifted"
+BROKEN = "broken"
+ORPHANED = "orphaned"
+STATES = (IN_SYNC, PENDING, DRIFTED, BROKEN, ORPHANED)
+# States that make `bridge status` exit 1 (a CI or cron check fails on them).
+FAILING_STATES = frozenset({DRIFTED, BROKEN})
+
+# Run tags the KFP components write (lineage from a pipeline run to an MLflow run).
+KFP_PIPELINE_RUN_ID = "kfp.pipeline_run_id"
+KFP_PIPELINE_NAME = "kfp.pipeline_name"
+KFP_TASK_NAME = "kfp.task_name"
+KFP_TAGS = (KFP_PIPELINE_RUN_ID, KFP_PIPELINE_NAME, KFP_TASK_NAME)
+
+DEFAULT_WORKERS = 8
+
+
+# ---------------------------------------------------------------------------
+# Facts (plain data)
+
+
+@dataclass(frozen=True)
+class VersionFacts:
+    """What the registry says about the version an alias points to."""
+
+    version: str
+    run_id: str | None = None
+    status: str = "READY"
+
+
+@dataclass(frozen=True)
+class StoreFacts:
+    """What the serving store holds under ``<target>/<k8s-name>/<version>/``."""
+
+    version: str
+    storage_uri: str
+    published: bool  # the marker exists
+    digest: str | None = None
+    model: str | None = None  # registered model named in the marker
+    run_id: str | None = None  # run named in the marker
+    check: str = "none"  # "none" (not published), "sizes" or "sha256": how it was verified
+    problem: str | None = None  # why verification failed; None when it passed
+
+    @property
+    def verified(self) -> bool:
+        return self.published and self.problem is None
+
+
+@dataclass(frozen=True)
+class ServedRef:
+    """One served (or emitted) InferenceService, as read from a served view."""
+
+    source: str  # "output-dir", "cluster", ...
+    location: str  # file path, or namespace/name
+    k8s_name: str
+    registered_model: str | None = None
+    alias: str | None = None
+    version: str | None = None
+    storage_uri: str | None = None
+    digest: str | None = None
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Lineage:
+    run_id: str | None = None
+    experiment_id: str | None = None
+    run_name: str | None = None
+    run_status: str | None = None
+    kfp_pipeline_run_id: str | None = None
+    kfp_pipeline_name: str | None = None
+    kfp_task_name: str | None = None
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    name: str
+    k8s_name: str
+    alias: str
+    canary_alias: str
+    registered: bool = True
+    approved: VersionFacts | None = None  # the version ``alias`` points to
+    canary: VersionFacts | None = None  # the version ``canary_alias`` points to
+    store: dict[str, StoreFacts] = field(default_factory=dict)  # by version
+    served: tuple[ServedRef, ...] = ()
+    sources: tuple[str, ...] = ()  # the served views that were consulted
+    lineage: Lineage | None = None
+    expected_uris: dict[str, str] = field(default_factory=dict)  # version -> storageUri
+
+
+@dataclass(frozen=True)
+class Verdict:
+    state: str
+    reasons: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------------------
+# Classification (pure)
+
+
+def classify(f: ModelFacts) -> Verdict:
+    """The state of one model, from facts alone (no I/O)."""
+    broken: list[str] = []
+    drifted: list[str] = []
+    pending: list[str] = []
+
+    def store_problem(version: str, why: str) -> None:
+        s = f.store.get(version)
+        if s is not None and s.published and s.problem:
+            msg = f"version {version} in the store fails verification: {s.problem}"
+            if msg not in broken:
+                broken.append(msg)
+        elif (s is None or not s.published) and why:
+            msg = f"{why} points at version {version}, which is not published in the store"
+            if msg not in broken:
+                broken.append(msg)
+
+    for ref in f.served:
+        if ref.version is not None:
+            store_problem(ref.version, f"{ref.source} {ref.location}")
+
+    if f.approved is None:
+        if f.served:
+            where = ", ".join(sorted({r.source for r in f.served}))
+            served = ", ".join(sorted({r.version or "?" for r in f.served}))
+            gone = (
+                "the model is no longer registered"
+                if not f.registered
+                else (f"alias {f.alias!r} is not set")
+            )
+            return Verdict(
+                BROKEN if broken else ORPHANED,
+                (*broken, f"version {served} is served ({where}) but {gone}"),
+            )
+        return Verdict(PENDING, (f"alias {f.alias!r} is not set",))
+
+    want = f.approved.version
+    store_problem(want, "")
+    s = f.store.get(want)
+    if f.approved.status != "READY":
+        pending.append(f"version {want} is {f.approved.status}, not READY")
+    if s is None or not s.published:
+        pending.append(f"version {want} is not published in the store yet")
+    else:
+        if s.model is not None and s.model != f.name:
+            drifted.append(f"{s.storage_uri} holds model {s.model!r}, not {f.name!r}")
+        if s.run_id and f.approved.run_id and s.run_id != f.approved.run_id:
+            drifted.append(
+                f"the store copy of version {want} came from run {s.run_id}, "
+                f"the registry says run {f.approved.run_id}"
+            )
+
+    for source in f.sources:
+        refs = [r for r in f.served if r.source == source]
+        if not any(not _is_canary(r, f) for r in refs):
+            pending.append(f"version {want} is not in {source} yet")
+        for ref in refs:
+            ref_alias, ref_want = f.alias, want
+            if _is_canary(ref, f):
+                if f.canary is None:
+                    drifted.append(
+                        f"{source} serves canary version {ref.version or '?'}, "
+                        f"but alias {f.canary_alias!r} is not set"
+                    )
+                    continue
+                ref_alias, ref_want = f.canary_alias, f.canary.version
+            if ref.version != ref_want:
+                drifted.append(
+                    f"{source} serves version {ref.version or '?'}, "
+                    f"alias {ref_alias!r} points to {ref_want}"
+                )
+                continue
+            ref_store = f.store.get(ref_want)
+            ref_uri = ref_store.storage_uri if ref_store else f.expected_uris.get(ref_want)
+            if ref_uri and ref.storage_uri != ref_uri:
+                drifted.append(f"{source} storageUri is {ref.storage_uri}, expected {ref_uri}")
+            elif (
+                ref_store is not None
+                and ref_store.published
+                and ref.digest
+                and ref_store.digest
+                and ref.digest != ref_store.digest
+            ):
+                drifted.append(
+                    f"{source} names digest {ref.digest}, the store has {ref_store.digest}"
+                )
+
+    if broken:
+        return Verdict(BROKEN, tuple(broken + drifted))
+    if drifted:
+        return Verdict(DRIFTED, tuple(drifted))
+    if pending:
+        return Verdict(PENDING, tuple(pending))
+    return Verdict(IN_SYNC, ())
+
+
+def _is_canary(ref: ServedRef, f: ModelFacts) -> bool:
+    return ref.alias is not None and ref.alias == f.canary_alias
+
+
+def exit_code(report: Iterable[dict]) -> int:
+    """1 when any model is drifted or broken, else 0."""
+    return 1 if any(row["state"] in FAILING_STATES for row in report) else 0
+
+
+# ---------------------------------------------------------------------------
+# Served views
+
+
+class ServedSource(Protocol):
+    """Where served InferenceServices are read from (the output dir, the cluster)."""
+
+    name: str
+
+    def served(self) -> list[ServedRef]: ...
+
+
+def served_ref_from_resource(resource: dict, source: str, location: str) -> ServedRef | None:
+    """A ServedRef from one InferenceService dict bridge owns; None for anything else."""
+    if not isinstance(resource, dict) or resource.get("kind") != "InferenceService":
+        return None
+    meta = resource.get("metadata") or {}
+    if (meta.get("labels") or {}).get(MANAGED_BY_LABEL) != MANAGED_BY:
+        return None
+    ann = meta.get("annotations") or {}
+    model = ((resource.get("spec") or {}).get("predictor") or {}).get("model") or {}
+
+    def a(key: str) -> str | None:
+        value = ann.get(ANNOTATION_PREFIX + key)
+        return str(value) if value is not None else None
+
+    return ServedRef(
+        source=source,
+        location=location,
+        k8s_name=str(meta.get("name") or ""),
+        registered_model=a("registered-model"),
+        alias=a("alias"),
+        version=a("version"),
+        storage_uri=model.get("storageUri"),
+        digest=a("content-digest"),
+        run_id=a("run-id"),
+    )
+
+
+class OutputDirSource:
+    """The InferenceService YAML files bridge emitted into a GitOps directory."""
+
+    name = "output-dir"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def served(self) -> list[ServedRef]:
+        import yaml
+
+        from bridge.gitops import OutputDir
+
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available
+        refs = []
+        for file_name, text in OutputDir(self.path).owned_files().items():
+            try:
+                docs = list(yaml.load_all(text, Loader=loader))  # a safe loader
+            except yaml.YAMLError as exc:
+                log.warning("status: skipping %s: not valid YAML (%s)", file_name, exc)
+                continue
+            for doc in docs:
+                ref = served_ref_from_resource(doc, self.name, str(self.path / file_name))
+                if ref is not None:
+                    refs.append(ref)
+        return refs
+
+
+def served_sources(settings: Settings, output_dir: str | None = None) -> list[ServedSource]:
+    """The served views to compare with the registry."""
+    sources: list[ServedSource] = []
+    directory = output_dir or settings.output_dir
+    if directory:
+        sources.append(OutputDirSource(directory))
+    # The cluster view goes here: a source listing InferenceServices by the
+    # managed-by label and mapping each with served_ref_from_resource(..., "cluster", ...).
+    return sources
+
+
+# ---------------------------------------------------------------------------
+# Store reads
+
+
+# From this many versions on, one listing of the whole target beats one listing per version.
+BULK_LISTING_FROM = 100
+
+
+def inspect_versions(
+    store,
+    wanted: Iterable[tuple[str, str]],
+    *,
+    verify: bool = False,
+    workers: int = DEFAULT_WORKERS,
+) -> dict[tuple[str, str], StoreFacts]:
+    """StoreFacts for many (k8s-name, version) pairs, read in a bounded thread pool."""
+    pairs = sorted(set(wanted))
+    listings: dict[tuple[str, str], dict[str, int]] | None = None
+    if len(pairs) >= BULK_LISTING_FROM:
+        # One paginated listing (1,000 keys a request) instead of one request per version.
+        listings = {p: {} for p in pairs}
+        for key, size in store.list_keys(store.prefix).items():
+            parts = key[len(store.prefix) :].split("/", 2)
+            if len(parts) == 3 and (parts[0], parts[1]) in listings:
+                listings[(parts[0], parts[1])][key] = size
+
+    def one(pair: tuple[str, str]) -> StoreFacts:
+        keys = listings[pair] if listings is not None else None
+        return inspect_version(store, pair[0], pair[1], verify=verify, keys=keys)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return dict(zip(pairs, pool.map(one, pairs), strict=True))
+
+
+def inspect_version(
+    store, k8s: str, version: str, *, verify: bool = False, keys: dict[str, int] | None = None
+) -> StoreFacts:
+    """What the store holds for one version: published or not, and does it check out.
+
+    Without ``verify`` every file the marker lists must exist with its recorded
+    size (one listing, or ``keys`` when the caller listed already); with
+    ``verify`` every file is read back and re-hashed.
+    """
+    from bridge.publish import MARKER_NAME, parse_marker
+
+    prefix = f"{store.prefix}{k8s}/{version}/"
+    uri = store.uri(prefix)
+    if keys is None:
+        keys = store.list_keys(prefix)
+    if prefix + MARKER_NAME not in keys:
+        return StoreFacts(version, uri, published=False)
+    data = store.get_bytes(prefix + MARKER_NAME)
+    if data is None:  # deleted between the listing and the read
+        return StoreFacts(version, uri, published=False)
+    pv = parse_marker(data, uri)
+    check = "sha256" if verify else "sizes"
+    if pv is None:
+        try:
+            digest = json.loads(data).get("digest")
+        except (ValueError, AttributeError):
+            digest = None
+        return StoreFacts(
+            version, uri, True, digest if isinstance(digest, str) else None,
+            check=check, problem=f"{MARKER_NAME} is unreadable or its digest does not match",
+        )  # fmt: skip
+    problem = None
+    for rec in pv.files:
+        key = prefix + rec.path
+        if key not in keys:
+            problem = f"{rec.path} is missing"
+        elif keys[key] != rec.size:
+            problem = f"{rec.path} has {keys[key]} bytes, the marker says {rec.size}"
+        elif verify and store.object_digest(key) != (rec.size, rec.sha256):
+            problem = f"{rec.path} does not match its SHA-256"
+        if problem:
+            break
+    return StoreFacts(
+        version, uri, True, pv.digest, pv.model, pv.run_id, check=check, problem=problem
+    )
+
+
+# ---------------------------------------------------------------------------
+# Collection
+
+
+def collect(
+    settings: Settings,
+    registry,
+    store,
+    sources: list[ServedSource],
+    models: list[str] | None = None,
+    *,
+    verify: bool = False,
+    workers: int = DEFAULT_WORKERS,
+) -> list[ModelFacts]:
+    """Read the registry, the store and every served view; one ModelFacts per managed model.
+
+    A model is managed when its approval alias is set or a served view holds it.
+    """
+    from bridge.registry import NotFound
+
+    alias, canary_alias = settings.alias, settings.canary_alias
+    wanted = set(models or ())
+    if models:
+        registered = []
+        for name in dict.fromkeys(models):
+            try:
+                registered.extend(registry.registered_models([name]))
+            except NotFound:
+                pass  # still reported when a served view holds it (orphaned)
+    else:
+        registered = registry.registered_models()
+    by_name = {m.name: m for m in registered}
+
+    served: dict[str, list[ServedRef]] = {}
+    by_k8s = {k8s_name(m.name): m.name for m in registered}
+    for source in sources:
+        for ref in source.served():
+            name = ref.registered_model or by_k8s.get(ref.k8s_name) or ref.k8s_name
+            if wanted and name not in wanted:
+                continue
+            served.setdefault(name, []).append(ref)
+
+    managed = sorted({m.name for m in registered if alias in m.aliases} | set(served))
+
+    # Registry: the versions the aliases point to, in batches.
+    wanted_versions = set()
+    for name in managed:
+        m = by_name.get(name)
+        for a in (alias, canary_alias):
+            if m is not None and a in m.aliases:
+                wanted_versions.add((name, m.aliases[a]))
+    versions = registry.model_versions(sorted(wanted_versions), workers=workers)
+    run_ids = sorted({v.run_id for v in versions.values() if v.run_id})
+    runs = registry.runs(run_ids, workers=workers)
+
+    # Store: one inspection per (model, version) that matters, in a bounded pool.
+    to_inspect = set()
+    for name in managed:
+        kname = k8s_name(name)
+        for n, v in wanted_versions:
+            if n == name:
+                to_inspect.add((kname, v))
+        for ref in served.get(name, []):
+            if ref.version:
+                to_inspect.add((kname, ref.version))
+    inspected = inspect_versions(store, to_inspect, verify=verify, workers=workers)
+
+    source_names = tuple(s.name for s in sources)
+    facts = []
+    for name in managed:
+        m = by_name.get(name)
+        kname = k8s_name(name)
+        aliases = m.aliases if m is not None else {}
+        approved = canary = None
+        if alias in aliases:
+            approved = _version_facts(versions.get((name, aliases[alias])), aliases[alias])
+        if canary_alias in aliases:
+            canary = _version_facts(
+                versions.get((name, aliases[canary_alias])), aliases[canary_alias]
+            )
+        store_facts = {v: sf for (k, v), sf in inspected.items() if k == kname}
+        expected = {v: f"{store.uri(store.prefix)}{kname}/{v}/" for v in store_facts}
+        lineage = None
+        if approved is not None:
+            lineage = _lineage(approved.run_id, runs)
+        elif served.get(name):
+            lineage = _lineage(next((r.run_id for r in served[name] if r.run_id), None), runs)
+        facts.append(
+            ModelFacts(
+                name=name,
+                k8s_name=kname,
+                alias=alias,
+                canary_alias=canary_alias,
+                registered=m is not None,
+                approved=approved,
+                canary=canary,
+                store=store_facts,
+                served=tuple(served.get(name, ())),
+                sources=source_names,
+                lineage=lineage,
+                expected_uris=expected,
+            )
+        )
+    return facts
+
+
+def _version_facts(info, version: str) -> VersionFacts:
+    if info is None:  # deleted between the model search and the version read
+        return VersionFacts(version, None, "MISSING")
+    return VersionFacts(info.version, info.run_id, info.status)
+
+
+def _lineage(run_id: str | None, runs: dict) -> Lineage | None:
+    if not run_id:
+        return None
+    run = runs.get(run_id)
+    if run is None:
+        return Lineage(run_id=run_id)
+    return Lineage(
+        run_id=run_id,
+        experiment_id=run.experiment_id,
+        run_name=run.run_name,
+        run_status=run.status,
+        kfp_pipeline_run_id=run.tags.get(KFP_PIPELINE_RUN_ID),
+        kfp_pipeline_name=run.tags.get(KFP_PIPELINE_NAME),
+        kfp_task_name=run.tags.get(KFP_TASK_NAME),
+    )
+
+
+# ---------------------------------------------------------------------------
+# The report (stable JSON)
+
+
+def _store_dict(s: StoreFacts | None) -> dict | None:
+    if s is None:
+        return None
+    return {
+        "version": s.version,
+        "storage_uri": s.storage_uri,
+        "published": s.published,
+        "digest": s.digest,
+        "verified": s.verified,
+        "check": s.check,
+        "problem": s.problem,
+    }
+
+
+def model_row(f: ModelFacts) -> dict:
+    """One model's entry in the report: what `--output json` and `/status` return."""
+    verdict = classify(f)
+    approved_version = f.approved.version if f.approved else None
+    canary_version = f.canary.version if f.canary else None
+    store_version = approved_version
+    if store_version is None and f.served:
+        store_version = f.served[0].version
+    lineage = f.lineage or Lineage()
+    return {
+        "name": f.name,
+        "state": verdict.state,
+        "reasons": list(verdict.reasons),
+        "k8s_name": f.k8s_name,
+        "registered": f.registered,
+        "alias": f.alias,
+        "version": approved_version,
+        "version_status": f.approved.status if f.approved else None,
+        "canary_alias": f.canary_alias,
+        "canary_version": canary_version,
+        "store": _store_dict(f.store.get(store_version)) if store_version else None,
+        "canary_store": _store_dict(f.store.get(canary_version)) if canary_version else None,
+        "served": [
+            {
+                "source": r.source,
+                "location": r.location,
+                "version": r.version,
+                "alias": r.alias,
+                "storage_uri": r.storage_uri,
+                "digest": r.digest,
+            }
+            for r in f.served
+        ],
+        "sources": list(f.sources),
+        "run_id": lineage.run_id,
+        "lineage": lineage.as_dict(),
+    }
+
+
+def build_report(facts: Iterable[ModelFacts]) -> list[dict]:
+    return [model_row(f) for f in sorted(facts, key=lambda f: f.name)]
+
+
+def status_report(
+    settings: Settings,
+    models: list[str] | None = None,
+    *,
+    output_dir: str | None = None,
+    verify: bool = False,
+    sources: list[ServedSource] | None = None,
+    workers: int = DEFAULT_WORKERS,
+) -> list[dict]:
+    """The whole status view as a list of dicts (for the CLI, `/status` and the HTML page)."""
+    from bridge.registry import Registry
+    from bridge.store import Store
+
+    settings.require("tracking_uri", "target_uri")
+    registry = Registry(settings)
+    store = Store(settings)
+    if sources is None:
+        sources = served_sources(settings, output_dir)
+    facts = collect(settings, registry, store, sources, models, verify=verify, workers=workers)
+    return build_report(facts)
