@@ -3,8 +3,9 @@
 Three threads and one HTTP server:
 
 - the **HTTP server** (stdlib ``ThreadingHTTPServer``) answers ``POST
-  /webhooks/mlflow``, ``/metrics``, ``/healthz`` and ``/readyz``; routes live in
-  one table so more (``/status``, ``/``) are one ``add_route`` call each;
+  /webhooks/mlflow``, ``/metrics``, ``/healthz``, ``/readyz``, ``/status`` (JSON)
+  and ``/`` (the status page, :mod:`bridge.status_html`); routes live in one
+  table, so another page is one ``add_route`` call;
 - the **worker** takes work from a coalescing queue and runs one reconcile at a
   time: a verified webhook enqueues its model, the poll timer enqueues a full
   pass; a burst of deliveries for the same model becomes one pass;
@@ -35,11 +36,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from bridge import webhook
 from bridge.errors import BridgeError, TemporaryError, UsageError
+from bridge.log import redact
 from bridge.settings import Settings
 
 log = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/webhooks/mlflow"
+# `/status` and `/` read MLflow and S3; one read serves all requests for this long.
+STATUS_CACHE_SECONDS = 5.0
 FORWARDED_HEADER = "X-Bridge-Forwarded"
 FULL = None  # the work item that means "every model"
 
@@ -225,6 +229,10 @@ class Daemon:
         self.add_route("GET", "/healthz", self.healthz)
         self.add_route("GET", "/readyz", self.readyz)
         self.add_route("GET", "/metrics", self.metrics_page)
+        self.add_route("GET", "/status", self.status_json)
+        self.add_route("GET", "/", self.status_page)
+        self._status_lock = threading.Lock()
+        self._status_cache: tuple[float, list[dict]] | None = None
         if options.webhook_secret:
             self.add_route("POST", WEBHOOK_PATH, self.receive_webhook)
         else:
@@ -256,6 +264,32 @@ class Daemon:
         self.metrics.leader.set(1 if self.is_leader else 0)
         body, ctype = self.metrics.exposition()
         return Response(200, body, ctype)
+
+    def _status_rows(self) -> list[dict]:
+        """`bridge status` as data; cached briefly so page reloads cannot hammer MLflow and S3."""
+        from bridge.status import status_report
+
+        with self._status_lock:
+            now = time.monotonic()
+            if self._status_cache is None or now - self._status_cache[0] > STATUS_CACHE_SECONDS:
+                rows = status_report(self.settings, output_dir=self.options.output_dir)
+                self._status_cache = (time.monotonic(), rows)
+            return self._status_cache[1]
+
+    def status_json(self, _req: Request) -> Response:
+        try:
+            return Response.json(200, self._status_rows())
+        except BridgeError as exc:
+            return Response.json(503, {"error": redact(exc.one_line())})
+
+    def status_page(self, _req: Request) -> Response:
+        from bridge.status_html import render_html
+
+        try:
+            page = render_html(self._status_rows())
+        except BridgeError as exc:
+            return Response.text(503, f"status unavailable: {redact(exc.one_line())}")
+        return Response(200, page.encode(), "text/html; charset=utf-8")
 
     def receive_webhook(self, req: Request) -> Response:
         now = time.time()

@@ -10,11 +10,11 @@ Two halves, kept apart so the judgement can be tested without servers:
   are read in batches, and the per-version store reads run in a bounded
   thread pool.
 
-What is served comes from pluggable :class:`ServedSource` objects. Today that
-is the GitOps output directory (:class:`OutputDirSource`); a source that lists
-InferenceServices from the cluster only has to turn each resource into a
-:class:`ServedRef` with :func:`served_ref_from_resource` and be appended to the
-list :func:`served_sources` returns.
+What is served comes from pluggable :class:`ServedSource` objects: the GitOps
+output directory (:class:`OutputDirSource`) and, when bridge applies to a
+cluster (``BRIDGE_APPLY``), the InferenceServices it owns there
+(:class:`ClusterSource`). Each turns resources into :class:`ServedRef` rows with
+:func:`served_refs_from_resource`.
 """
 
 from __future__ import annotations
@@ -255,13 +255,15 @@ class ServedSource(Protocol):
     def served(self) -> list[ServedRef]: ...
 
 
-def served_ref_from_resource(resource: dict, source: str, location: str) -> ServedRef | None:
-    """A ServedRef from one InferenceService dict bridge owns; None for anything else."""
+def served_refs_from_resource(resource: dict, source: str, location: str) -> list[ServedRef]:
+    """ServedRefs from one InferenceService dict bridge owns: the approved version and,
+    while a canary rolls out, the canary version (its own annotations, since
+    ``spec.predictor.model.storageUri`` then names the canary). [] for anything else."""
     if not isinstance(resource, dict) or resource.get("kind") != "InferenceService":
-        return None
+        return []
     meta = resource.get("metadata") or {}
     if (meta.get("labels") or {}).get(MANAGED_BY_LABEL) != MANAGED_BY:
-        return None
+        return []
     ann = meta.get("annotations") or {}
     model = ((resource.get("spec") or {}).get("predictor") or {}).get("model") or {}
 
@@ -269,17 +271,29 @@ def served_ref_from_resource(resource: dict, source: str, location: str) -> Serv
         value = ann.get(ANNOTATION_PREFIX + key)
         return str(value) if value is not None else None
 
-    return ServedRef(
-        source=source,
-        location=location,
-        k8s_name=str(meta.get("name") or ""),
-        registered_model=a("registered-model"),
-        alias=a("alias"),
-        version=a("version"),
-        storage_uri=model.get("storageUri"),
-        digest=a("content-digest"),
-        run_id=a("run-id"),
-    )
+    def ref(prefix: str, storage_uri: str | None) -> ServedRef:
+        return ServedRef(
+            source=source,
+            location=location,
+            k8s_name=str(meta.get("name") or ""),
+            registered_model=a("registered-model"),
+            alias=a(prefix + "alias"),
+            version=a(prefix + "version"),
+            storage_uri=storage_uri,
+            digest=a(prefix + "content-digest"),
+            run_id=a(prefix + "run-id"),
+        )
+
+    refs = [ref("", a("storage-uri") or model.get("storageUri"))]
+    if a("canary-version") is not None:
+        refs.append(ref("canary-", a("canary-storage-uri")))
+    return refs
+
+
+def served_ref_from_resource(resource: dict, source: str, location: str) -> ServedRef | None:
+    """The approved version's ServedRef of one InferenceService; None if not bridge's."""
+    refs = served_refs_from_resource(resource, source, location)
+    return refs[0] if refs else None
 
 
 class OutputDirSource:
@@ -304,9 +318,29 @@ class OutputDirSource:
                 log.warning("status: skipping %s: not valid YAML (%s)", file_name, exc)
                 continue
             for doc in docs:
-                ref = served_ref_from_resource(doc, self.name, str(self.path / file_name))
-                if ref is not None:
-                    refs.append(ref)
+                refs.extend(served_refs_from_resource(doc, self.name, str(self.path / file_name)))
+        return refs
+
+
+class ClusterSource:
+    """The InferenceServices bridge owns in the cluster, listed by the managed-by label."""
+
+    name = "cluster"
+
+    def __init__(self, settings: Settings, namespaces: Iterable[str]):
+        self.settings = settings
+        self.namespaces = sorted(set(namespaces))
+
+    def served(self) -> list[ServedRef]:
+        from bridge.cluster import OWNED_SELECTOR
+        from bridge.kube import INFERENCE_SERVICE, KubeClient
+
+        kube = KubeClient.from_settings(self.settings)
+        refs = []
+        for ns in self.namespaces:
+            for item in kube.list(INFERENCE_SERVICE, ns, OWNED_SELECTOR):
+                location = f"{ns}/{(item.get('metadata') or {}).get('name', '')}"
+                refs.extend(served_refs_from_resource(item, self.name, location))
         return refs
 
 
@@ -316,8 +350,8 @@ def served_sources(settings: Settings, output_dir: str | None = None) -> list[Se
     directory = output_dir or settings.output_dir
     if directory:
         sources.append(OutputDirSource(directory))
-    # The cluster view goes here: a source listing InferenceServices by the
-    # managed-by label and mapping each with served_ref_from_resource(..., "cluster", ...).
+    if settings.apply:
+        sources.append(ClusterSource(settings, [settings.namespace]))
     return sources
 
 

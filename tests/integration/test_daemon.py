@@ -142,6 +142,14 @@ def test_alias_set_reaches_the_output_through_the_mlflow_webhook(
         assert daemon.metric("bridge_syncs_total", trigger="webhook", result="ok") >= 1
         assert daemon.metric("bridge_bytes_copied_total") > 0
 
+        # The same view as `bridge status`, as JSON and as a page.
+        code, body = daemon.get("/status")
+        assert code == 200
+        [row] = [r for r in json.loads(body) if r["name"] == model]
+        assert row["state"] == "in_sync"
+        code, page = daemon.get("/")
+        assert code == 200 and "<html" in page.lower() and model in page and "<script" not in page
+
         # Alias deleted: the manifest goes, again through the webhook.
         mlflow_client.delete_registered_model_alias(model, denv["BRIDGE_ALIAS"])
         wait_until(lambda: not manifest.exists(), 60, "manifest not removed", daemon)

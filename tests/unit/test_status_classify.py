@@ -292,3 +292,23 @@ def test_html_escapes_everything_and_has_no_script():
 
 def test_html_for_an_empty_report():
     assert "no managed models" in render_html([])
+
+
+def test_canary_manifest_yields_approved_and_canary_refs():
+    """While a canary rolls out, spec.storageUri names the canary; the approved
+    version is read from its own annotations, so a correct canary is in sync."""
+    from bridge.serving import DesiredService, ServedVersion, ServingOptions, inference_service
+    from bridge.status import served_refs_from_resource
+
+    champ = ServedVersion("1", "s3://b/m/1/", "sha256:aa", "r1", "mlflow-artifacts:/1")
+    canary = ServedVersion("2", "s3://b/m/2/", "sha256:bb", "r2", "mlflow-artifacts:/2")
+    resource = inference_service(
+        DesiredService("m", "m", "champion", champ, canary=canary, canary_alias="challenger"),
+        ServingOptions(namespace="models", service_account="sa"),
+    )
+    assert resource["spec"]["predictor"]["model"]["storageUri"] == "s3://b/m/2/"
+    approved, canary_ref = served_refs_from_resource(resource, "output-dir", "m.yaml")
+    assert (approved.alias, approved.version, approved.storage_uri, approved.digest) == (
+        "champion", "1", "s3://b/m/1/", "sha256:aa")
+    assert (canary_ref.alias, canary_ref.version, canary_ref.storage_uri, canary_ref.digest) == (
+        "challenger", "2", "s3://b/m/2/", "sha256:bb")
