@@ -322,3 +322,11 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)
+
+
+# Commands from their own modules, one line each.
+from bridge.cli_promote import history, promote, rollback  # noqa: E402
+
+cli.add_command(promote)
+cli.add_command(rollback)
+cli.add_command(history)
