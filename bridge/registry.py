@@ -237,6 +237,7 @@ def _http_stream(repo, path: str) -> Iterator[BinaryIO]:
 
 # --- promotion: alias and tag writes, run metrics, model checks (bridge promote) ---
 
+
 # MLflow's limit for a registered-model tag value (mlflow.utils.validation); the
 # history is trimmed to fit. Older servers allowed 5000 characters: stay within that
 # unless the installed client says more, and never assume more than 100 000.
@@ -328,13 +329,19 @@ class PromotionRegistry(Registry):
                 parsed.data, parsed.params, input_schema, meta.get_params_schema()
             )
         except (MlflowException, ValueError, TypeError, KeyError) as exc:
-            text = " ".join(str(exc).split())
             raise CheckFailed(
-                f"{path} does not validate against the signature: {text[:500]}"
+                f"{path} does not validate against the signature: {_schema_error(exc)}"
             ) from None
         shape = getattr(parsed.data, "shape", None)
         rows = f"{shape[0]} row(s)" if shape else type(parsed.data).__name__
         return f"{path} ({rows}) validates against the signature {input_schema.input_names()}"
+
+
+def _schema_error(exc: BaseException) -> str:
+    """The useful part of an MLflow schema error (it starts by echoing the whole input)."""
+    text = " ".join(str(exc).split())
+    _, sep, why = text.partition(" Error: ")
+    return (why if sep else text)[:500]
 
 
 def smoke_child(argv: list[str]) -> int:
@@ -362,11 +369,15 @@ def smoke_child(argv: list[str]) -> int:
             serving_input = fh.read()
         prediction = _validate_serving_input(local, serving_input)
     except Exception as exc:  # noqa: BLE001 - the child reports any failure as one line
-        print(f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}", file=sys.stderr)
+        print(f"{type(exc).__name__}: {_schema_error(exc)}", file=sys.stderr)
         return 1
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     shape = getattr(prediction, "shape", None)
-    size = list(shape) if shape is not None else (len(prediction) if hasattr(prediction, "__len__") else 1)
+    size = (
+        list(shape)
+        if shape is not None
+        else (len(prediction) if hasattr(prediction, "__len__") else 1)
+    )
     print(json.dumps({"prediction_type": type(prediction).__name__, "shape": size}))
     return 0
