@@ -201,12 +201,15 @@ def promote(
         if junit:
             _write_junit(junit, [], suite, exc.one_line())
         raise
+    error = result.error.one_line() if result.error else None
     if junit:
-        _write_junit(junit, result.gates, suite, None)
+        _write_junit(junit, result.gates, suite, error)
     if output == "json":
         click.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True))
     else:
         _print_gates(result)
+    if result.error is not None:
+        raise result.error  # one line on stderr and its exit code, from bridge.cli.main
     return result.exit_code
 
 
@@ -214,8 +217,9 @@ def _print_gates(result) -> None:
     for gate in result.gates:
         label, colour = _STYLE.get(gate.status, (gate.status.upper(), None))
         _echo(f"{click.style(label, fg=colour, bold=True)}  {gate.name}: {gate.message}")
-    ok = result.exit_code == 0
-    _echo(click.style(result.message, fg="green" if ok else "red", bold=True))
+    if result.error is None:
+        ok = result.exit_code == 0
+        _echo(click.style(result.message, fg="green" if ok else "red", bold=True))
 
 
 @click.command()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -115,7 +116,7 @@ class Lease:
     def __init__(self, registry: PromotionRegistry, model: str, ttl: float, settle: float):
         self.registry, self.model, self.ttl, self.settle = registry, model, ttl, settle
         self.token = uuid.uuid4().hex
-        self.owner = f"{history.actor()}@{os.uname().nodename}:{os.getpid()}"
+        self.owner = f"{history.actor()}@{platform.node()}:{os.getpid()}"
 
     def _read(self) -> dict | None:
         raw = self.registry.registered_model(self.model).tags.get(LOCK_TAG)
@@ -466,7 +467,11 @@ def promote(
         result.promoted = True
         result.message = f"{target!r} already points at version {info.version}; nothing to change"
         return result
-    _move(settings, registry, req, result, rm, completes_canary, baseline, alias)
+    try:
+        _move(settings, registry, req, result, rm, completes_canary, baseline, alias)
+    except BridgeError as exc:  # keep the gate report; the caller prints and exits with it
+        result.error = exc
+        result.message = exc.one_line()
     return result
 
 
