@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from bridge import gates as g
 from bridge import history
-from bridge.errors import BridgeError, CheckFailed, UsageError
+from bridge.errors import BridgeError, CheckFailed, PermanentError, UsageError
 from bridge.registry import ModelVersionInfo, NotFound, PromotionRegistry, tag_value_limit
 from bridge.settings import Settings
 
@@ -535,14 +535,23 @@ def _move(settings, registry, req, result, rm, completes_canary, baseline, alias
     )
 
 
+# Tag value limit of MLflow servers before 2.x raised it; used if the server refuses more.
+_OLD_SERVER_TAG_LIMIT = 5000
+
+
 def _record(settings, registry, model: str, stored: str | None, entry: dict) -> None:
-    value = history.append(
-        stored,
-        entry,
-        max_chars=tag_value_limit(),
-        max_entries=settings.promote_history_limit,
-    )
-    registry.set_model_tag(model, history.HISTORY_TAG, value)
+    limit = tag_value_limit()
+    for max_chars in dict.fromkeys((limit, min(limit, _OLD_SERVER_TAG_LIMIT))):
+        value = history.append(
+            stored, entry, max_chars=max_chars, max_entries=settings.promote_history_limit
+        )
+        try:
+            registry.set_model_tag(model, history.HISTORY_TAG, value)
+            return
+        except PermanentError as exc:  # an older server with a smaller limit: trim harder
+            if max_chars <= _OLD_SERVER_TAG_LIMIT or len(value) <= _OLD_SERVER_TAG_LIMIT:
+                raise
+            log.warning("MLflow refused a %d-character history (%s); trimming", len(value), exc)
 
 
 # --- rollback and history ---
