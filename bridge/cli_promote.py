@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import click
@@ -21,6 +22,21 @@ _STYLE = {
     "warned": ("WARN", "yellow"),
     "skipped": ("SKIP", "bright_black"),
 }
+
+
+_ALIAS_RE = re.compile(r"^[A-Za-z0-9_\-]{1,255}$")
+
+
+def _alias(value: str | None, settings) -> str:
+    """--alias may name any alias, the canary alias included (unlike BRIDGE_ALIAS)."""
+    if value is None:
+        return settings.alias
+    if not _ALIAS_RE.match(value) or re.fullmatch(r"[vV]\d+", value):
+        raise UsageError(
+            f"--alias {value!r} is not a valid MLflow alias",
+            hint="letters, digits, '_' and '-'; not of the form v<digits>",
+        )
+    return value
 
 
 def _color() -> bool | None:
@@ -160,7 +176,6 @@ def promote(
     if bool(version) == bool(from_alias):
         raise UsageError("give exactly one of --version N or --from-alias ALIAS")
     settings = ctx.settings(
-        alias=alias,
         promote_smoke_timeout=smoke_timeout,
         promote_on_missing=on_missing,
         **flags,
@@ -172,7 +187,7 @@ def promote(
         model=model,
         version=version,
         from_alias=from_alias,
-        alias=settings.alias,
+        alias=_alias(alias, settings),
         requirements=reqs,
         no_regression=tuple(no_regression),
         lower_is_better=frozenset(lower_is_better),
@@ -190,7 +205,7 @@ def promote(
         result = PromotionResult(
             model=model,
             version=version,
-            alias=settings.canary_alias if canary is not None else settings.alias,
+            alias=settings.canary_alias if canary is not None else (alias or settings.alias),
             previous_version=None,
             dry_run=dry_run,
             error=exc,
@@ -245,20 +260,29 @@ def rollback(ctx, model, alias, to, reason, output, **flags):
 
     The previous version comes from the history bridge keeps in the registry
     (`bridge history MODEL`); versions already rolled away from are skipped, so
-    rolling back twice goes two promotions back. Recorded in the history too.
+    rolling back twice goes two promotions back. Rolling back the canary alias
+    (default challenger) ends the canary: the alias and its traffic percent go.
+    Recorded in the history too.
 
     \b
     Example:
       bridge rollback fraud
       bridge rollback fraud --to 5 --reason "v7 doubles latency"
+      bridge rollback fraud --alias challenger     # abort the canary
     """
-    settings = ctx.settings(alias=alias, **flags)
+    settings = ctx.settings(**flags)
     from bridge.promote import rollback as do_rollback
     from bridge.registry import PromotionRegistry
 
-    result = do_rollback(settings, PromotionRegistry(settings), model, settings.alias, to, reason)
+    alias = _alias(alias, settings)
+    result = do_rollback(settings, PromotionRegistry(settings), model, alias, to, reason)
     if output == "json":
         click.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True))
+    elif result.to_version is None:
+        _echo(
+            f"canary of {model!r} ended: {result.alias!r} (version {result.from_version}) "
+            "and its traffic percent removed"
+        )
     else:
         _echo(
             f"rolled back {result.alias!r} of {model!r} from {result.from_version or 'nothing'} "

@@ -25,7 +25,8 @@ HISTORY_TAG = "bridge.history"
 FORMAT = 1
 MAX_REASON = 500
 
-PROMOTE, ROLLBACK, CANARY, CANARY_COMPLETE = "promote", "rollback", "canary", "canary-complete"
+PROMOTE, ROLLBACK = "promote", "rollback"
+CANARY, CANARY_COMPLETE, CANARY_ABORT = "canary", "canary-complete", "canary-abort"
 
 
 def now() -> str:

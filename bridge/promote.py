@@ -524,8 +524,13 @@ def _move(settings, registry, req, result, rm, completes_canary, baseline, alias
     finally:
         lease.release()
     result.promoted = result.changed = True
+    moved = (
+        f"set canary traffic of {target!r} (version {version}) of {req.model!r}"
+        if result.previous_version == version
+        else f"moved {target!r} of {req.model!r} from {result.previous_version or 'nothing'} to {version}"
+    )
     result.message = (
-        f"moved {target!r} of {req.model!r} from {result.previous_version or 'nothing'} to {version}"
+        moved
         + (f" ({req.canary}% canary traffic)" if req.canary is not None else "")
         + (
             f"; canary rollout complete, {settings.canary_alias!r} removed"
@@ -562,12 +567,13 @@ class RollbackResult:
     model: str
     alias: str
     from_version: str | None
-    to_version: str
+    to_version: str | None
     entry: dict
 
     def as_dict(self) -> dict:
         return {
             "rolled_back": True,
+            "canary_aborted": self.to_version is None,
             "model": self.model,
             "alias": self.alias,
             "previous_version": self.from_version,
@@ -587,6 +593,8 @@ def rollback(
     alias = alias or settings.alias
     rm = registry.registered_model(model)
     current = rm.aliases.get(alias)
+    if alias == settings.canary_alias and not to:
+        return _abort_canary(settings, registry, model, current, reason)
     entries = history.parse(rm.tags.get(history.HISTORY_TAG))
     target = str(to) if to else history.rollback_target(entries, alias, current)
     if target is None:
@@ -619,6 +627,29 @@ def rollback(
     finally:
         lease.release()
     return RollbackResult(model, alias, current, target, entry)
+
+
+def _abort_canary(settings, registry, model: str, current: str | None, reason: str | None):
+    """Rolling back the canary alias ends the canary: alias and traffic tag removed."""
+    alias = settings.canary_alias
+    if current is None:
+        raise UsageError(f"model {model!r} has no canary ({alias!r} is not set)")
+    lease = Lease(registry, model, settings.promote_lock_ttl, settings.promote_lock_settle)
+    lease.acquire()
+    try:
+        now = registry.registered_model(model)
+        if now.aliases.get(alias) != current:
+            raise CheckFailed(
+                f"alias {alias!r} of model {model!r} moved during the rollback; nothing was changed",
+                hint="re-run the rollback",
+            )
+        registry.delete_alias(model, alias)
+        registry.delete_model_tag(model, CANARY_TRAFFIC_TAG)
+        entry = history.entry(history.CANARY_ABORT, alias, current, None, reason=reason)
+        _record(settings, registry, model, now.tags.get(history.HISTORY_TAG), entry)
+    finally:
+        lease.release()
+    return RollbackResult(model, alias, current, None, entry)
 
 
 def read_history(registry: PromotionRegistry, model: str) -> list[dict]:

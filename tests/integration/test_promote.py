@@ -365,6 +365,16 @@ def test_canary_then_complete_the_rollout(scope, register, client):
     assert rm.aliases == {scope.alias: v1, canary: v2}
     assert rm.tags["bridge.canary-traffic-percent"] == "10"
 
+    # Rolling back the canary alias aborts the canary ...
+    res = scope.run("rollback", model, "--alias", canary, "--output", "json", env=FAST)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["canary_aborted"] is True
+    rm = client.get_registered_model(model)
+    assert rm.aliases == {scope.alias: v1} and "bridge.canary-traffic-percent" not in rm.tags
+    # ... and a new canary can start again.
+    res, body = promote(scope, model, "--version", v2, "--canary", "10", env=env)
+    assert res.returncode == 0, res.stderr
+
     res, body = promote(scope, model, "--from-alias", canary, env=env)
     assert res.returncode == 0, res.stderr
     assert body["completed_canary"] is True and body["version"] == v2
