@@ -473,7 +473,13 @@ def test_simultaneous_promotions_never_overwrite_silently(scope, register, clien
     """Three processes at once: every success must have seen the alias where the one before left it."""
     model = unique("promo-many")
     versions = register(model, 3)
-    procs = [_popen(scope, "promote", model, "--version", v, "--output", "json") for v in versions]
+    # The settle delay must exceed the worst write latency (docs/promote.md); this
+    # machine may be busy, so give it a margin rather than the 1 s default.
+    env = {"BRIDGE_PROMOTE_LOCK_SETTLE": "3"}
+    procs = [
+        _popen(scope, "promote", model, "--version", v, "--output", "json", env=env)
+        for v in versions
+    ]
     results = [(p, *p.communicate(timeout=300)) for p in procs]
     codes = [p.returncode for p, _, _ in results]
     assert set(codes) <= {0, 1}, [err for _, _, err in results]
