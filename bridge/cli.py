@@ -349,11 +349,10 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(result if isinstance(result, int) else 0)
 
 
-from bridge.cli_serve import serve, webhook  # noqa: E402 - registered after the core commands
+# Commands that live in their own modules (imported last: those modules import this one).
+from bridge.cli_promote import history, promote, rollback  # noqa: E402
+from bridge.cli_serve import serve, webhook  # noqa: E402
+from bridge.cli_status import status as status_command  # noqa: E402
 
-cli.add_command(serve)
-cli.add_command(webhook)
-
-from bridge.cli_status import status as _status_command  # noqa: E402
-
-cli.add_command(_status_command)
+for _command in (promote, rollback, history, status_command, serve, webhook):
+    cli.add_command(_command)

@@ -12,6 +12,7 @@ import logging
 import os
 import posixpath
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -361,3 +362,151 @@ def _http_stream(repo, path: str) -> Iterator[BinaryIO]:
         yield resp.raw
     finally:
         resp.close()
+
+
+# --- promotion: alias and tag writes, run metrics, model checks (bridge promote) ---
+
+
+# MLflow's limit for a registered-model tag value (mlflow.utils.validation); the
+# history is trimmed to fit. Older servers allowed 5000 characters: stay within that
+# unless the installed client says more, and never assume more than 100 000.
+def tag_value_limit() -> int:
+    try:
+        from mlflow.utils.validation import MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH as limit
+    except ImportError:
+        limit = 5000
+    return min(int(limit), 100_000)
+
+
+class PromotionRegistry(Registry):
+    """The reads and writes ``bridge promote`` / ``rollback`` / ``history`` need."""
+
+    def registered_model(self, name: str) -> RegisteredModelInfo:
+        return self.registered_models([name])[0]
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        with self._errors(f"setting alias {alias!r} of model {name!r} to version {version}"):
+            self.client.set_registered_model_alias(name, alias, version)
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        """Idempotent: an alias that is already gone is fine."""
+        try:
+            with self._errors(f"removing alias {alias!r} of model {name!r}"):
+                self.client.delete_registered_model_alias(name, alias)
+        except NotFound:
+            pass
+
+    def set_model_tag(self, name: str, key: str, value: str) -> None:
+        with self._errors(f"setting tag {key!r} of model {name!r}"):
+            self.client.set_registered_model_tag(name, key, value)
+
+    def delete_model_tag(self, name: str, key: str) -> None:
+        """Idempotent: a tag that is already gone is fine."""
+        try:
+            with self._errors(f"removing tag {key!r} of model {name!r}"):
+                self.client.delete_registered_model_tag(name, key)
+        except NotFound:
+            pass
+
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        """Latest value of every metric logged on a run."""
+        with self._errors(f"run {run_id}"):
+            run = self.client.get_run(run_id)
+        return {k: float(v) for k, v in run.data.metrics.items()}
+
+    def mlmodel(self, info: ModelVersionInfo) -> bytes:
+        return self.artifact_source(info.download_uri).read_bytes("MLmodel")
+
+    def validate_serving_example(self, info: ModelVersionInfo, mlmodel: bytes) -> str:
+        """Parse and check the saved serving input example as MLflow's scoring server would.
+
+        Uses the scoring server's own parser and the schema enforcement pyfunc
+        runs before ``predict`` -- without loading the model. Returns a short
+        description of the example; raises CheckFailed when it does not
+        validate and UsageError when there is no example or signature.
+        """
+        import yaml
+
+        spec = yaml.safe_load(mlmodel) or {}
+        example_info = spec.get("saved_input_example_info") or {}
+        path = example_info.get("serving_input_path")
+        if not path:
+            raise UsageError(f"model {info.name!r} version {info.version} has no input example")
+        source = self.artifact_source(info.download_uri)
+        serving_input = source.read_bytes(path).decode("utf-8")
+        try:
+            from mlflow.models import Model
+            from mlflow.pyfunc import _validate_prediction_input
+            from mlflow.pyfunc.scoring_server import _parse_json_data
+        except ImportError as exc:
+            raise PermanentError(
+                f"validating the input example needs pandas and numpy ({exc})",
+                hint="pip install 'mlflow-kubeflow-bridge[promote]'",
+            ) from None
+        from mlflow.exceptions import MlflowException
+
+        with tempfile.TemporaryDirectory(prefix="bridge-mlmodel-") as tmp:
+            with open(os.path.join(tmp, "MLmodel"), "wb") as fh:
+                fh.write(mlmodel)
+            meta = Model.load(tmp)
+        input_schema = meta.get_input_schema()
+        if input_schema is None:
+            raise UsageError(f"model {info.name!r} version {info.version} has no input signature")
+        try:
+            parsed = _parse_json_data(serving_input, meta, input_schema)
+            _validate_prediction_input(
+                parsed.data, parsed.params, input_schema, meta.get_params_schema()
+            )
+        except (MlflowException, ValueError, TypeError, KeyError) as exc:
+            raise CheckFailed(
+                f"{path} does not validate against the signature: {_schema_error(exc)}"
+            ) from None
+        shape = getattr(parsed.data, "shape", None)
+        rows = f"{shape[0]} row(s)" if shape else type(parsed.data).__name__
+        return f"{path} ({rows}) validates against the signature {input_schema.input_names()}"
+
+
+def _schema_error(exc: BaseException) -> str:
+    """The useful part of an MLflow schema error (it starts by echoing the whole input)."""
+    text = " ".join(str(exc).split())
+    _, sep, why = text.partition(" Error: ")
+    return (why if sep else text)[:500]
+
+
+def smoke_child(argv: list[str]) -> int:
+    """Child process of the smoke gate: load MODEL_URI with pyfunc, predict on its example.
+
+    Run as ``python -c 'from bridge.registry import smoke_child ...' MODEL_URI`` so a
+    model that hangs or crashes the interpreter cannot take the caller with it.
+    Prints one JSON line on success; one error line on stderr and exit 1 otherwise.
+    """
+    import json
+
+    import mlflow
+    from mlflow.models.utils import _validate_serving_input
+
+    [model_uri] = argv
+    tmp = tempfile.mkdtemp(prefix="bridge-smoke-")
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+        meta = mlflow.models.Model.load(local)
+        example = (meta.saved_input_example_info or {}).get("serving_input_path")
+        if not example:
+            print("the model has no serving input example to predict on", file=sys.stderr)
+            return 1
+        with open(os.path.join(local, example), encoding="utf-8") as fh:
+            serving_input = fh.read()
+        prediction = _validate_serving_input(local, serving_input)
+    except Exception as exc:  # noqa: BLE001 - the child reports any failure as one line
+        print(f"{type(exc).__name__}: {_schema_error(exc)}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    shape = getattr(prediction, "shape", None)
+    size = (
+        list(shape)
+        if shape is not None
+        else (len(prediction) if hasattr(prediction, "__len__") else 1)
+    )
+    print(json.dumps({"prediction_type": type(prediction).__name__, "shape": size}))
+    return 0

@@ -124,6 +124,36 @@ class Settings:
     log_level: str = _setting(
         "INFO", ("BRIDGE_LOG_LEVEL",), "Log level: DEBUG, INFO, WARNING, ERROR."
     )
+    # promotion gate (bridge promote / rollback / history)
+    promote_on_missing: str = _setting(
+        "fail",
+        ("BRIDGE_PROMOTE_ON_MISSING",),
+        "What a missing signature or input example does to a promotion: fail or warn.",
+    )
+    promote_smoke_timeout: float = _setting(
+        300.0,
+        ("BRIDGE_PROMOTE_SMOKE_TIMEOUT",),
+        "Seconds the --smoke gate may take to load the model and predict.",
+        _parse_positive_float,
+    )
+    promote_lock_ttl: float = _setting(
+        120.0,
+        ("BRIDGE_PROMOTE_LOCK_TTL",),
+        "Seconds after which a promotion lock left by a dead process is ignored.",
+        _parse_positive_float,
+    )
+    promote_lock_settle: float = _setting(
+        1.0,
+        ("BRIDGE_PROMOTE_LOCK_SETTLE",),
+        "Seconds between writing the promotion lock and re-reading it to confirm ownership.",
+        _parse_positive_float,
+    )
+    promote_history_limit: int = _setting(
+        200,
+        ("BRIDGE_PROMOTE_HISTORY_LIMIT",),
+        "Most entries kept in a model's bridge.history tag (oldest dropped first).",
+        _parse_non_negative_int,
+    )
 
     # --- daemon (bridge serve): webhooks, backoff, leader election ---
     webhook_replay_window: float = _setting(
