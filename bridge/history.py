@@ -21,7 +21,8 @@ import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-HISTORY_TAG = "bridge.history"
+from bridge.overrides import HISTORY_TAG
+
 FORMAT = 1
 MAX_REASON = 500
 

@@ -15,6 +15,11 @@ from dataclasses import dataclass, replace
 from bridge.errors import CheckFailed
 
 TAG_PREFIX = "bridge."
+# Tags bridge writes for its own bookkeeping (promotion history and lock); they share
+# the namespace with the serving overrides below but are not overrides.
+HISTORY_TAG = TAG_PREFIX + "history"
+LOCK_TAG = TAG_PREFIX + "lock"
+BOOKKEEPING_TAGS = frozenset({HISTORY_TAG, LOCK_TAG})
 DEPLOYMENT_MODES = ("Serverless", "RawDeployment")
 
 # Kubernetes resource.Quantity: a decimal number with an optional binary (Ki..Ei),
@@ -122,7 +127,7 @@ def resolve(
     """``defaults`` with the model's ``bridge.*`` tags applied, every value validated."""
     changes: dict[str, object] = {}
     for tag in sorted(tags):
-        if not tag.startswith(TAG_PREFIX):
+        if not tag.startswith(TAG_PREFIX) or tag in BOOKKEEPING_TAGS:
             continue
         key, raw = tag[len(TAG_PREFIX) :], str(tags[tag]).strip()
         if key not in TAGS:

@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from bridge import gates as g
 from bridge import history
 from bridge.errors import BridgeError, CheckFailed, PermanentError, UsageError
+from bridge.overrides import LOCK_TAG, TAG_PREFIX
 from bridge.registry import ModelVersionInfo, NotFound, PromotionRegistry, tag_value_limit
 from bridge.settings import Settings
 
 log = logging.getLogger(__name__)
 
-LOCK_TAG = "bridge.lock"
-CANARY_TRAFFIC_TAG = "bridge.canary-traffic-percent"
+CANARY_TRAFFIC_TAG = TAG_PREFIX + "canary-traffic-percent"
 
 
 @dataclass(frozen=True)

@@ -144,3 +144,16 @@ def test_dry_run_flag_needs_apply(capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: --dry-run only applies to --apply (add --apply, or drop --dry-run)"]
+
+
+def test_bookkeeping_tags_written_by_promote_are_not_overrides():
+    """`bridge promote` writes bridge.history and bridge.lock; sync must not refuse them."""
+    from bridge.overrides import HISTORY_TAG, LOCK_TAG, ServingSpec, resolve
+
+    spec = resolve(
+        "m",
+        {HISTORY_TAG: '{"entries": []}', LOCK_TAG: "token", "bridge.min-replicas": "2"},
+        ServingSpec(namespace="models"),
+        {"kserve-mlserver": ("1", "2")},
+    )
+    assert spec.min_replicas == 2
