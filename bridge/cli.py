@@ -62,6 +62,16 @@ def target_options(f):
     )(f)
 
 
+def models_option(f):
+    return click.option(
+        "--model",
+        "models",
+        multiple=True,
+        metavar="NAME",
+        help="Only this registered model (repeatable).",
+    )(f)
+
+
 def serving_options(f):
     f = click.option(
         "--namespace", metavar="NS", help="Namespace of emitted resources [env: BRIDGE_NAMESPACE]."
@@ -110,13 +120,7 @@ def cli(ctx, config, log_format, log_level, debug):
     type=click.Path(file_okay=False),
     help="GitOps directory for the YAML [env: BRIDGE_OUTPUT_DIR].",
 )
-@click.option(
-    "--model",
-    "models",
-    multiple=True,
-    metavar="NAME",
-    help="Only this registered model (repeatable).",
-)
+@models_option
 @click.option(
     "--output",
     type=click.Choice(["text", "json"]),
@@ -212,6 +216,15 @@ def config_cmd(ctx: Context, reference):
     return 0
 
 
+def state_dir_option(f):
+    return click.option(
+        "--state-dir",
+        type=click.Path(file_okay=False),
+        envvar="BRIDGE_DEV_DIR",
+        help="Where the stack's state lives [env: BRIDGE_DEV_DIR, default: ./.bridge-dev].",
+    )(f)
+
+
 @cli.group()
 def dev():
     """The local stack: a real MLflow server (sqlite) and an S3 server.
@@ -224,12 +237,7 @@ def dev():
 
 
 @dev.command("up")
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False),
-    envvar="BRIDGE_DEV_DIR",
-    help="Where state lives [env: BRIDGE_DEV_DIR, default: ./.bridge-dev].",
-)
+@state_dir_option
 @pass_ctx
 def dev_up(ctx: Context, state_dir):
     """Start MLflow + S3 on free ports and print the environment to use.
@@ -260,12 +268,7 @@ def dev_up(ctx: Context, state_dir):
 
 
 @dev.command("env")
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False),
-    envvar="BRIDGE_DEV_DIR",
-    help="Where state lives.",
-)
+@state_dir_option
 @pass_ctx
 def dev_env(ctx: Context, state_dir):
     """Print the environment of the running stack (for eval).
@@ -288,12 +291,7 @@ def dev_env(ctx: Context, state_dir):
 
 
 @dev.command("down")
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False),
-    envvar="BRIDGE_DEV_DIR",
-    help="Where state lives.",
-)
+@state_dir_option
 @pass_ctx
 def dev_down(ctx: Context, state_dir):
     """Stop exactly the processes `bridge dev up` started.

@@ -7,18 +7,12 @@ import os
 
 import click
 
-from bridge.cli import Context, pass_ctx, target_options, tracking_option
+from bridge.cli import Context, models_option, pass_ctx, target_options, tracking_option
 from bridge.status_text import format_table
 
 
 @click.command("status")
-@click.option(
-    "--model",
-    "models",
-    multiple=True,
-    metavar="NAME",
-    help="Only this registered model (repeatable).",
-)
+@models_option
 @click.option(
     "--output",
     type=click.Choice(["table", "json"]),

@@ -36,7 +36,6 @@ class ClusterChange:
     dry_run: bool = False
 
 
-
 # Every (API group, resource) -> verbs this module makes the API server see
 # (server-side apply is "patch"). manifests/base/role.yaml grants exactly these;
 # tests/unit/test_manifests.py holds the two together.
@@ -44,6 +43,7 @@ VERBS_USED = {
     ("serving.kserve.io", "inferenceservices"): frozenset({"get", "list", "patch", "delete"}),
     ("", "serviceaccounts"): frozenset({"get", "patch"}),
 }
+
 
 def is_owned(obj: dict) -> bool:
     return ((obj.get("metadata") or {}).get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY
