@@ -233,7 +233,13 @@ def test_requests_stay_within_the_granted_verbs_fake_k8s_api(k8s_api):
     desired = [build_sa(OPTS, "models"), isvc("iris")]
     change = run(k8s_api, desired)
     assert not change.errors
-    to_verb = {"GET": "get", "PATCH": "patch", "DELETE": "delete", "POST": "create", "PUT": "update"}
+    to_verb = {
+        "GET": "get",
+        "PATCH": "patch",
+        "DELETE": "delete",
+        "POST": "create",
+        "PUT": "update",
+    }
     used: dict[tuple[str, str], set[str]] = {}
     for req in k8s_api.requests():
         parts = req.path.strip("/").split("/")

@@ -11,13 +11,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from bridge.cluster import VERBS_USED
 from bridge.lease import LEASE_VERBS
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBE_VERSION = "1.32.0"
-# The apply/prune path on InferenceServices: server-side apply (patch), read (get),
-# list owned objects to prune (list), prune (delete).
-from bridge.cluster import VERBS_USED
 TARGETS = ["manifests/base", "manifests/overlays/servicemonitor"]
 
 

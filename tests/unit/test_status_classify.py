@@ -309,6 +309,14 @@ def test_canary_manifest_yields_approved_and_canary_refs():
     assert resource["spec"]["predictor"]["model"]["storageUri"] == "s3://b/m/2/"
     approved, canary_ref = served_refs_from_resource(resource, "output-dir", "m.yaml")
     assert (approved.alias, approved.version, approved.storage_uri, approved.digest) == (
-        "champion", "1", "s3://b/m/1/", "sha256:aa")
+        "champion",
+        "1",
+        "s3://b/m/1/",
+        "sha256:aa",
+    )
     assert (canary_ref.alias, canary_ref.version, canary_ref.storage_uri, canary_ref.digest) == (
-        "challenger", "2", "s3://b/m/2/", "sha256:bb")
+        "challenger",
+        "2",
+        "s3://b/m/2/",
+        "sha256:bb",
+    )
