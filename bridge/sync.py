@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 class ModelResult:
     name: str
     k8s_name: str
-    state: str  # "synced" | "unchanged" | "removed" | "failed"
+    state: str  # "synced" | "unchanged" | "repaired" | "removed" | "failed"
     version: str | None = None
     storage_uri: str | None = None
     digest: str | None = None
@@ -91,13 +91,15 @@ class Reconciler:
         self.registry = registry
         self.store = store
         self.publisher = Publisher(store)
+        self.verify = False
         self.serving = ServingOptions(
             namespace=settings.namespace, service_account=settings.service_account
         )
 
     def run_once(
-        self, models: list[str] | None = None, output_dir: str | None = None
+        self, models: list[str] | None = None, output_dir: str | None = None, verify: bool = False
     ) -> SyncReport:
+        self.verify = verify
         self.store.check_access()
         registered = self.registry.registered_models(models)
         alias = self.settings.alias
@@ -133,6 +135,11 @@ class Reconciler:
             before = self.publisher.published(kname, version)
             if before is not None:
                 check_same_version(before, info)
+            repaired = False
+            if before is not None and self.verify:
+                before, repaired = self.publisher.verify_and_repair(
+                    before, info, lambda: self.registry.artifact_source(info.download_uri), kname
+                )
             pv = before or self.publisher.copy(
                 info, self.registry.artifact_source(info.download_uri), kname
             )
@@ -141,7 +148,7 @@ class Reconciler:
         resource = inference_service(
             DesiredService(m.name, kname, self.settings.alias, _served(pv)), self.serving
         )
-        state = "unchanged" if before is not None else "synced"
+        state = "synced" if before is None else "repaired" if repaired else "unchanged"
         return (
             ModelResult(m.name, kname, state, version, pv.storage_uri, pv.digest, pv.bytes_copied),
             resource,
