@@ -127,3 +127,95 @@ class SecondS3:
         self.proc.wait(10)
         self.log.close()
         SecondS3._instance = None
+
+
+# --- crash torture ---------------------------------------------------------------
+
+_CHILD = """
+import sys
+import bridge.cli, bridge.publish, bridge.registry, bridge.store, bridge.sync, mlflow, boto3
+print("ready", flush=True)
+sys.stdin.readline()
+bridge.cli.main(["sync", "--once", "--output", "json"])
+"""
+
+
+def _marker_ok(s3, storage_uri: str) -> bool | None:
+    """None: no marker (unpublished). True: marker over a complete target. False: broken."""
+    bucket, prefix = split(storage_uri)
+    try:
+        s3.head_object(Bucket=bucket, Key=prefix + ".bridge-manifest.json")
+    except s3.exceptions.ClientError:
+        return None
+    try:
+        check_target(s3, storage_uri)
+    except AssertionError:
+        return False
+    return True
+
+
+def sync_in_process(env: dict, target: str) -> None:
+    """One `bridge sync --once` pass in this process (no interpreter start-up)."""
+    from bridge.runner import build_reconciler
+    from bridge.settings import load_settings
+
+    settings = load_settings(env={**env, "BRIDGE_TARGET_URI": target})
+    report = build_reconciler(settings).run_once()
+    assert report.exit_code == 0, [e.one_line() for e in report.errors]
+
+
+def torture(env: dict, s3, target_base: str, storage_path: str, kills: int, seed: int = 0) -> dict:
+    """SIGKILL `bridge sync --once` at random instants of its copy, then rerun it.
+
+    Each round uses a fresh target prefix. The child process imports
+    everything, says "ready" and waits; the kill lands uniformly within the
+    measured duration of an uninterrupted copy after it is told to go. After
+    every kill, a marker, if any, must cover a complete target; after every
+    rerun the target must verify and hold no unfinished multipart upload.
+    """
+    import random
+    import signal
+    import sys
+    import time
+
+    rnd = random.Random(seed)
+
+    def spawn(target):
+        return subprocess.Popen(
+            [sys.executable, "-c", _CHILD],
+            env={**os.environ, **env, "BRIDGE_TARGET_URI": target},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+
+    # the next child imports while the current round runs
+    upcoming = spawn(f"{target_base}-0")
+    t0 = time.monotonic()
+    sync_in_process(env, f"{target_base}-calibrate")
+    full = time.monotonic() - t0
+    stats = {"kills": 0, "published_at_kill": 0, "unpublished_at_kill": 0, "full_copy_s": full}
+    for i in range(kills):
+        target = f"{target_base}-{i}"
+        uri = f"{target}/{storage_path.strip('/')}/"
+        proc = upcoming
+        assert proc.stdout.readline().strip() == "ready"
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        upcoming = spawn(f"{target_base}-{i + 1}") if i + 1 < kills else None
+        time.sleep(rnd.uniform(0, full))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(60)
+        proc.stdin.close()
+        proc.stdout.close()
+        stats["kills"] += 1
+        at_kill = _marker_ok(s3, uri)
+        assert at_kill is not False, f"round {i}: a marker points at an incomplete target"
+        stats["published_at_kill" if at_kill else "unpublished_at_kill"] += 1
+        sync_in_process(env, target)
+        assert _marker_ok(s3, uri) is True, f"round {i}: the rerun did not complete the target"
+        bucket, prefix = split(uri)
+        uploads = s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", [])
+        assert uploads == [], f"round {i}: unfinished uploads left: {uploads}"
+    return stats
