@@ -176,10 +176,9 @@ class Engine:
                     continue
                 fut = pending.popleft()
                 try:
-                    result = fut.result()
+                    yield fut.result()
                 finally:
-                    self._slots.release()
-                yield result
+                    self._slots.release()  # the consumer is done with this part
         finally:
             for fut in pending:
                 fut.cancel()
