@@ -180,7 +180,7 @@ class Settings:
         "Region of MLflow's artifact store.",
     )
     transfer_part_size: int = _setting(
-        16 * 1024 * 1024,
+        8 * 1024 * 1024,
         ("BRIDGE_TRANSFER_PART_SIZE",),
         "Bytes per ranged read / multipart part (5MiB..5GiB; suffixes KiB, MiB, GiB).",
         _parse_part_size,
@@ -188,7 +188,7 @@ class Settings:
     transfer_concurrency: int = _setting(
         8,
         ("BRIDGE_TRANSFER_CONCURRENCY",),
-        "Parallel S3 requests of one copy; memory stays near 2 x this x part size.",
+        "Parallel S3 requests of one copy; memory stays near (this + 2) x part size.",
         _parse_concurrency,
     )
     transfer_copy_threshold: int = _setting(

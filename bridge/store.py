@@ -221,17 +221,26 @@ class Store:
                 Bucket=self.bucket, Key=key, Body=data, ContentType=content_type
             )
 
-    def upload_stream(self, key: str, stream: BinaryIO) -> tuple[int, str]:
+    def upload_stream(
+        self,
+        key: str,
+        stream: BinaryIO,
+        part_size: int = _PART_SIZE,
+        concurrency: int = _CONCURRENCY,
+    ) -> tuple[int, str]:
         """Stream ``stream`` to ``key`` (multipart when large); return (size, sha256) read."""
         from boto3.s3.transfer import TransferConfig
 
         reader = HashingReader(stream)
         config = TransferConfig(
-            multipart_threshold=_PART_SIZE,
-            multipart_chunksize=_PART_SIZE,
-            max_concurrency=_CONCURRENCY,
+            multipart_threshold=part_size,
+            multipart_chunksize=part_size,
+            max_concurrency=concurrency,
             use_threads=True,
         )
+        # Parts read ahead of the uploads: bounded, so memory stays near
+        # (concurrency + 1) x part size however large the file is.
+        config.max_in_memory_upload_chunks = concurrency + 1
         with self.errors(f"uploading {self.uri(key)}"):
             self._client.upload_fileobj(reader, self.bucket, key, Config=config)
         return reader.size, reader.hexdigest()

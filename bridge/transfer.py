@@ -13,8 +13,9 @@ Three paths, chosen per version (docs/transfer.md has the full story):
 * **proxy** — no direct S3 access to the source: each file streams from the
   MLflow server's artifact proxy into a multipart upload, then is read back.
 
-Memory: at most ``2 x transfer_concurrency`` parts are held at any time,
-across all files of a copy, whatever the model size.
+Memory: at most ``transfer_concurrency + 2`` parts are held at any time,
+across all files of a copy, whatever the model size (the proxy path streams
+through boto3's upload manager with a bounded number of files at once).
 
 Verification: a file counts as copied only when the store itself confirmed
 the bytes: the SHA-256 it computed for a ``CopyObject`` equals ours, or the
@@ -46,7 +47,7 @@ SERVER_SIDE, STREAMED, PROXY = "server-side copy", "ranged reads + multipart upl
 
 @dataclass(frozen=True)
 class TransferOptions:
-    part_size: int = 16 * 1024 * 1024
+    part_size: int = 8 * 1024 * 1024
     concurrency: int = 8
     copy_threshold: int = 5 * 1024**3
     attempts: int = 5
@@ -98,8 +99,9 @@ class Engine:
         self.store = store
         self.options = options
         self._parts = ThreadPoolExecutor(options.concurrency, thread_name_prefix="bridge-part")
-        # Bytes in flight are bounded by these slots: 2 parts per worker.
-        self._slots = threading.BoundedSemaphore(2 * options.concurrency)
+        # Bytes in flight are bounded by these slots: one part per worker plus
+        # two being hashed, so memory stays near (concurrency + 2) x part size.
+        self._slots = threading.BoundedSemaphore(options.concurrency + 2)
 
     def close(self) -> None:
         self._parts.shutdown(wait=True, cancel_futures=True)
@@ -117,7 +119,9 @@ class Engine:
     def copy_files(self, source, paths: list[str], prefix: str, progress: Progress) -> list[Copied]:
         """Copy ``paths`` of ``source`` under ``prefix``, in parallel; fail on the first error."""
         mode = self.mode(source)
-        workers = max(1, min(self.options.concurrency, len(paths)))
+        # Proxy streams buffer inside boto3's upload manager (2 parts each).
+        limit = self.options.concurrency if mode != PROXY else max(1, self.options.concurrency // 2)
+        workers = max(1, min(limit, len(paths)))
         results: dict[str, Copied] = {}
         with ThreadPoolExecutor(workers, thread_name_prefix="bridge-file") as files:
             futures = {
@@ -245,13 +249,17 @@ class Engine:
         spans = ranges(obj.size, self.options.part_size)
         if len(spans) == 1:
 
-            def once():
-                data = src.get_range(obj, 0, obj.size)
-                digest = hashlib.sha256(data).hexdigest()
-                etag = self.store.put_object(key, data, digest)
-                return digest, _etag(etag) == _md5(data)
+            def whole(i: int, a: int, b: int):
+                def once():
+                    data = src.get_range(obj, a, b)
+                    digest = hashlib.sha256(data).hexdigest()
+                    etag = self.store.put_object(key, data, digest)
+                    return digest, _etag(etag) == _md5(data)
 
-            digest, confirmed = self._retry(f"copy {obj.key}", once)
+                return self._retry(f"copy {obj.key}", once)
+
+            # one span, but through the part slots: it holds a whole part in memory
+            [(digest, confirmed)] = list(self._ordered(whole, spans))
             progress.add_bytes(obj.size)
             if confirmed:
                 return Copied(path, obj.size, digest)
@@ -299,7 +307,9 @@ class Engine:
     def _proxy(self, source, path: str, key: str, progress: Progress) -> Copied:
         def once():
             with source.open(path) as stream:
-                return self.store.upload_stream(key, stream)
+                return self.store.upload_stream(
+                    key, stream, part_size=self.options.part_size, concurrency=2
+                )
 
         size, digest = retrying(f"copy {path}", once, self.options.attempts)
         progress.add_bytes(size)
