@@ -397,6 +397,10 @@ def translate_client_error(exc, what: str, bucket: str) -> BridgeError:
             f"{what}: S3 refused the credentials or access ({code or status})",
             hint="check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy",
         )
+    if code in ("PreconditionFailed", "412") or status == 412:
+        return TemporaryError(
+            f"{what}: the source object changed while it was copied; the next pass copies it again"
+        )
     if status >= 500 or code in (
         "SlowDown",
         "RequestTimeout",

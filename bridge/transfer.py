@@ -26,6 +26,7 @@ a full read-back of the object equals our SHA-256.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -38,7 +39,7 @@ from bridge.errors import BridgeError, TemporaryError
 from bridge.progress import Progress
 from bridge.retry import retrying
 from bridge.settings import Settings
-from bridge.store import S3Object, SourceBucket, Store
+from bridge.store import S3Object, SourceBucket, Store, translate_client_error
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,20 @@ def normalize_endpoint(url: str | None) -> str:
 
 def same_endpoint(a: str | None, b: str | None) -> bool:
     return normalize_endpoint(a) == normalize_endpoint(b)
+
+
+@contextlib.contextmanager
+def _copy_errors(what: str, src: SourceBucket, store: Store) -> Iterator[None]:
+    """Bridge errors that name the bucket a failed request was about."""
+    from botocore.exceptions import ClientError
+
+    with store.errors(what):
+        try:
+            yield
+        except ClientError as exc:
+            source_side = exc.operation_name in ("GetObject", "HeadObject", "ListObjectsV2")
+            bucket = src.bucket if source_side else store.bucket
+            raise translate_client_error(exc, what, bucket) from None
 
 
 def _md5(data: bytes) -> str:
@@ -144,12 +159,12 @@ class Engine:
             copied = self._proxy(source, path, key, progress)
         else:
             obj = source.object(path)
-            with source.direct.errors(f"copying {source.direct.uri(obj.key)}"):
-                with self.store.errors(f"copying to {self.store.uri(key)}"):
-                    if mode == SERVER_SIDE:
-                        copied = self._server_side(source.direct, obj, path, key, progress)
-                    else:
-                        copied = self._streamed(source.direct, obj, path, key, progress)
+            what = f"copying {source.direct.uri(obj.key)} to {self.store.uri(key)}"
+            with _copy_errors(what, source.direct, self.store):
+                if mode == SERVER_SIDE:
+                    copied = self._server_side(source.direct, obj, path, key, progress)
+                else:
+                    copied = self._streamed(source.direct, obj, path, key, progress)
         progress.file_done(path, copied.size, mode)
         return copied
 

@@ -178,3 +178,13 @@ def test_progress_line_and_liveness():
     assert human_bytes(1536) == "1.5 KiB"
     assert is_live("always") and not is_live("never")
     assert not is_live("auto", io.StringIO())
+
+
+def test_source_changed_mid_copy_is_temporary():
+    from bridge.errors import PermanentError, TemporaryError
+    from bridge.store import translate_client_error
+
+    err = translate_client_error(_client_error("PreconditionFailed", 412), "copying a", "b")
+    assert isinstance(err, TemporaryError) and "changed while it was copied" in str(err)
+    denied = translate_client_error(_client_error("AccessDenied", 403), "copying a", "b")
+    assert isinstance(denied, PermanentError) and denied.exit_code == 2
