@@ -43,6 +43,11 @@ print(json.dumps(out))
 """
 
 
+def _add(rows: list[dict], row: dict) -> None:
+    rows.append(row)
+    print("   partial: " + json.dumps(row, sort_keys=True), file=sys.stderr, flush=True)
+
+
 def _child(env: dict, models: list[str] | None) -> dict:
     res = subprocess.run(
         [sys.executable, "-c", _CHILD, *(models or [])],
@@ -150,7 +155,7 @@ def run() -> list[dict]:
                 if where == "same endpoint":
                     row["copyobject_floor_s"] = round(floor, 2)
                     row["floor_over_bridge"] = round(floor / got["first"]["seconds"], 2)
-                rows.append(row)
+                _add(rows, row)
             if label == "one file":
                 # what is faster on this S3 server: one CopyObject or parallel UploadPartCopy?
                 env = {
@@ -159,22 +164,24 @@ def run() -> list[dict]:
                 }
                 parts = _child(env, [name])
                 single = rows[-2]["bridge_s"]
-                rows.append(
+                _add(
+                    rows,
                     {
                         "name": f"copy {mb:.0f} MiB in one file: UploadPartCopy vs CopyObject",
                         "ratio": round(parts["first"]["seconds"] / single, 2),
                         "uploadpartcopy_s": round(parts["first"]["seconds"], 2),
                         "copyobject_s": single,
-                    }
+                    },
                 )
         copies = [r for r in rows if "rss_peak_mb" in r]
-        rows.append(
+        _add(
+            rows,
             {
                 "name": "peak RSS of the copying process (max over the rows above)",
                 "value": max(r["rss_peak_mb"] for r in copies),
                 "unit": "MB",
                 "of_which_copy_growth_mb": max(r["copy_rss_growth_mb"] for r in copies),
-            }
+            },
         )
         # re-sync of many unchanged approved versions
         alias = "bench-resync"
@@ -194,7 +201,8 @@ def run() -> list[dict]:
             },
             None,
         )
-        rows.append(
+        _add(
+            rows,
             {
                 "name": f"re-sync of {versions} unchanged approved versions vs their first sync",
                 "ratio": round(got["first"]["seconds"] / got["again"]["seconds"], 2),
@@ -202,7 +210,7 @@ def run() -> list[dict]:
                 "resync_s": round(got["again"]["seconds"], 2),
                 "resync_bytes": got["again"]["bytes"],
                 "first_bytes": got["first"]["bytes"],
-            }
+            },
         )
         if kills:
             name = f"bench-crash-{uuid.uuid4().hex[:6]}"
@@ -216,13 +224,14 @@ def run() -> list[dict]:
                 "BRIDGE_TRANSFER_PART_SIZE": "5MiB",
             }
             stats = torture(env, s3, "s3://bridge-models/crash", f"{name}/{v}", kills=kills)
-            rows.append(
+            _add(
+                rows,
                 {
                     "name": f"crash torture: {kills} SIGKILLs, every rerun verified",
                     "value": kills,
                     "unit": "kills",
                     **stats,
-                }
+                },
             )
     finally:
         os.environ.clear()
