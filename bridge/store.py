@@ -147,6 +147,12 @@ class SourceBucket:
         with contextlib.closing(resp["Body"]) as body:
             yield body
 
+    def open_at(self, obj: S3Object, offset: int):
+        """The body of ``obj`` from ``offset`` on, pinned to its listed ETag."""
+        extra = {"Range": f"bytes={offset}-"} if offset else {}
+        resp = self.client.get_object(Bucket=obj.bucket, Key=obj.key, IfMatch=obj.etag, **extra)
+        return resp["Body"]
+
     def get_range(self, obj: S3Object, start: int, end: int) -> bytes:
         """Bytes [start, end) of ``obj``; fails if the object changed since it was listed."""
         if end <= start:
@@ -244,6 +250,11 @@ class Store:
         with self.errors(f"uploading {self.uri(key)}"):
             self._client.upload_fileobj(reader, self.bucket, key, Config=config)
         return reader.size, reader.hexdigest()
+
+    def open_at(self, key: str, offset: int):
+        """The body of the stored object ``key`` from ``offset`` on."""
+        extra = {"Range": f"bytes={offset}-"} if offset else {}
+        return self._client.get_object(Bucket=self.bucket, Key=key, **extra)["Body"]
 
     def object_digest(self, key: str) -> tuple[int, str]:
         """(size, sha256) of an object, read as a stream."""

@@ -5,13 +5,17 @@ Three paths, chosen per version (docs/transfer.md has the full story):
 * **server-side** — source and target on the same S3 endpoint: ``CopyObject``
   (up to ``transfer_copy_threshold``, 5 GiB by default) or ``UploadPartCopy``
   in parallel above it. No object bytes go through this process except one
-  read of the source, in parallel ranged GETs, to compute its SHA-256 while
-  the store copies.
-* **streamed** — different endpoints: parallel ranged GETs from the source,
-  each range uploaded as one part of a multipart upload (``PutObject`` for
-  files up to one part).
+  streaming read of the source, to compute its SHA-256 while the store copies.
+* **streamed** — different endpoints: the source is read in part-size
+  chunks, each chunk uploaded as one part of a multipart upload, parts in
+  parallel (``PutObject`` for files up to one part).
 * **proxy** — no direct S3 access to the source: each file streams from the
   MLflow server's artifact proxy into a multipart upload, then is read back.
+
+Reads: one streaming GET per object, read front to back in part-size chunks
+and re-opened at the current offset after a failure (several files are read
+at once). On the S3 servers measured, this beat parallel ranged GETs of one
+object; see docs/transfer.md.
 
 Memory: at most ``transfer_concurrency + 2`` parts are held at any time,
 across all files of a copy, whatever the model size (the proxy path streams
@@ -30,20 +34,24 @@ import contextlib
 import hashlib
 import logging
 import threading
-from collections import deque
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from bridge.errors import BridgeError, TemporaryError
 from bridge.progress import Progress
-from bridge.retry import retrying
+from bridge.retry import ShortRead, backoff_delay, is_transient, retrying
 from bridge.settings import Settings
 from bridge.store import S3Object, SourceBucket, Store, translate_client_error
 
 log = logging.getLogger(__name__)
 
-SERVER_SIDE, STREAMED, PROXY = "server-side copy", "ranged reads + multipart upload", "MLflow proxy"
+SERVER_SIDE, STREAMED, PROXY = (
+    "server-side copy",
+    "streaming read + multipart upload",
+    "MLflow proxy",
+)
 
 
 @dataclass(frozen=True)
@@ -168,49 +176,49 @@ class Engine:
         progress.file_done(path, copied.size, mode)
         return copied
 
-    # --- ordered parallel parts -------------------------------------------------
+    # --- reading ------------------------------------------------------------
 
-    def _ordered(
-        self, work: Callable[[int, int, int], tuple], spans: list[tuple[int, int]]
-    ) -> Iterator[tuple]:
-        """Run ``work(i, start, end)`` on the part pool, yield results in order.
+    def _chunks(self, open_at: Callable[[int], object], size: int, what: str) -> Iterator[bytes]:
+        """Read an object front to back in part-size chunks, resuming after failures.
 
-        A part takes a slot before it is submitted and gives it back once the
-        consumer is done with it, so at most 2 x concurrency parts exist at
-        once across every file being copied. A producer that already has parts
-        in flight never blocks on a slot (it consumes its oldest part instead),
-        so files cannot deadlock each other.
+        One streaming GET per object (re-opened at the current offset after a
+        reset, a timeout or a cut body, with backoff). Before each chunk is read
+        a slot is taken; the caller gives it back (``self._slots.release()``)
+        once it is done with the chunk, which bounds memory across all files.
         """
-        pending: deque[Future] = deque()
-        todo = deque(enumerate(spans))
+        offset, failures, body = 0, 0, None
         try:
-            while todo or pending:
-                if todo and self._slots.acquire(blocking=not pending):
-                    i, (start, end) = todo.popleft()
-                    try:
-                        pending.append(self._parts.submit(work, i, start, end))
-                    except BaseException:
-                        self._slots.release()
-                        raise
-                    continue
-                fut = pending.popleft()
+            while offset < size:
+                want = min(self.options.part_size, size - offset)
+                self._slots.acquire()
                 try:
-                    yield fut.result()
-                finally:
-                    self._slots.release()  # the consumer is done with this part
+                    if body is None:
+                        body = open_at(offset)
+                    data = _read_exact(body, want)
+                except BaseException as exc:
+                    self._slots.release()
+                    _close(body)
+                    body = None
+                    if not isinstance(exc, Exception) or not is_transient(exc):
+                        raise
+                    failures += 1
+                    if failures >= self.options.attempts:
+                        raise
+                    delay = backoff_delay(failures)
+                    log.debug("%s: %s at byte %d; resuming in %.2fs", what, exc, offset, delay)
+                    time.sleep(delay)
+                    continue
+                failures = 0
+                offset += len(data)
+                yield data
         finally:
-            for fut in pending:
-                fut.cancel()
-            for fut in pending:
-                if not fut.cancelled():
-                    try:
-                        fut.result()
-                    except BaseException:  # noqa: BLE001 - already failing; the first error wins
-                        pass
-                self._slots.release()
+            _close(body)
 
     def _retry(self, what: str, fn):
         return retrying(what, fn, self.options.attempts)
+
+    def _source_chunks(self, src: SourceBucket, obj: S3Object) -> Iterator[bytes]:
+        return self._chunks(lambda off: src.open_at(obj, off), obj.size, f"read {obj.key}")
 
     # --- server-side ---------------------------------------------------------
 
@@ -219,18 +227,15 @@ class Engine:
     ) -> Copied:
         spans = ranges(obj.size, self.options.part_size)
         if obj.size <= self.options.copy_threshold:
+            # the store copies while this thread hashes one streaming read of the source
             copy = self._parts.submit(
                 self._retry, f"copy {obj.key}", lambda: self.store.copy_object(obj, key)
             )
             sha = hashlib.sha256()
             try:
-                for data in self._ordered(
-                    lambda i, a, b: self._retry(
-                        f"read {obj.key}", lambda: src.get_range(obj, a, b)
-                    ),
-                    spans,
-                ):
+                for data in self._source_chunks(src, obj):
                     sha.update(data)
+                    self._slots.release()
                     progress.add_bytes(len(data))
             finally:
                 server_sha = copy.result()
@@ -245,77 +250,99 @@ class Engine:
             return self._read_back(path, key, obj.size, digest)
 
         upload_id = self.store.create_multipart(key, checksum=False)
-
-        def part(i: int, a: int, b: int):
-            def once():
-                data = src.get_range(obj, a, b)
-                p = self.store.upload_part_copy(key, upload_id, i + 1, obj, a, b)
-                return data, p, _etag(p["ETag"]) == _md5(data)
-
-            return self._retry(f"copy part {i + 1} of {obj.key}", once)
-
-        return self._multipart(path, key, obj.size, upload_id, part, spans, progress)
+        sha, md5s = hashlib.sha256(), []
+        try:
+            futures = [
+                self._parts.submit(
+                    self._retry,
+                    f"copy part {i + 1} of {obj.key}",
+                    lambda i=i, a=a, b=b: self.store.upload_part_copy(
+                        key, upload_id, i + 1, obj, a, b
+                    ),
+                )
+                for i, (a, b) in enumerate(spans)
+            ]
+            try:
+                for data in self._source_chunks(src, obj):
+                    sha.update(data)
+                    md5s.append(_md5(data))
+                    self._slots.release()
+                    progress.add_bytes(len(data))
+            finally:
+                parts = [f.result() for f in futures]
+            self._retry(
+                f"complete {key}", lambda: self.store.complete_multipart(key, upload_id, parts)
+            )
+        except BaseException:
+            self._abort(key, upload_id)
+            raise
+        digest = sha.hexdigest()
+        if [_etag(p["ETag"]) for p in parts] == md5s:
+            return Copied(path, obj.size, digest)
+        return self._read_back(path, key, obj.size, digest)
 
     # --- streamed --------------------------------------------------------------
 
     def _streamed(
         self, src: SourceBucket, obj: S3Object, path: str, key: str, progress: Progress
     ) -> Copied:
-        spans = ranges(obj.size, self.options.part_size)
-        if len(spans) == 1:
-
-            def whole(i: int, a: int, b: int):
-                def once():
-                    data = src.get_range(obj, a, b)
-                    digest = hashlib.sha256(data).hexdigest()
-                    etag = self.store.put_object(key, data, digest)
-                    return digest, _etag(etag) == _md5(data)
-
-                return self._retry(f"copy {obj.key}", once)
-
-            # one span, but through the part slots: it holds a whole part in memory
-            [(digest, confirmed)] = list(self._ordered(whole, spans))
-            progress.add_bytes(obj.size)
-            if confirmed:
-                return Copied(path, obj.size, digest)
-            return self._read_back(path, key, obj.size, digest)
-
-        upload_id = self.store.create_multipart(key, checksum=True)
-
-        def part(i: int, a: int, b: int):
-            def once():
-                data = src.get_range(obj, a, b)
-                p = self.store.upload_part(
-                    key, upload_id, i + 1, data, hashlib.sha256(data).hexdigest()
-                )
-                return data, p, _etag(p["ETag"]) == _md5(data)
-
-            return self._retry(f"copy part {i + 1} of {obj.key}", once)
-
-        return self._multipart(path, key, obj.size, upload_id, part, spans, progress)
-
-    def _multipart(self, path, key, size, upload_id, part, spans, progress) -> Copied:
+        single = obj.size <= self.options.part_size
+        upload_id = None if single else self.store.create_multipart(key, checksum=True)
         sha = hashlib.sha256()
-        parts, confirmed = [], True
-        try:
-            for data, p, ok in self._ordered(part, spans):
-                sha.update(data)
-                parts.append(p)
-                confirmed = confirmed and ok
-                progress.add_bytes(len(data))
-            self._retry(
-                f"complete {key}", lambda: self.store.complete_multipart(key, upload_id, parts)
-            )
-        except BaseException:
+        futures: list[Future] = []
+
+        def upload(i: int, data: bytes, part_sha: str):
             try:
-                self.store.abort_multipart(key, upload_id)
-            except BridgeError as exc:
-                log.warning("could not abort the upload to %s: %s", self.store.uri(key), exc)
+                if upload_id is None:
+                    etag = self._retry(
+                        f"upload {key}", lambda: self.store.put_object(key, data, part_sha)
+                    )
+                    return None, _etag(etag) == _md5(data)
+                p = self._retry(
+                    f"upload part {i + 1} of {key}",
+                    lambda: self.store.upload_part(key, upload_id, i + 1, data, part_sha),
+                )
+                return p, _etag(p["ETag"]) == _md5(data)
+            finally:
+                self._slots.release()
+
+        try:
+            chunks = self._source_chunks(src, obj) if obj.size else iter([b""])
+            for i, data in enumerate(chunks):
+                if not obj.size:
+                    self._slots.acquire()  # keep the release in upload() balanced
+                sha.update(data)
+                futures.append(
+                    self._parts.submit(upload, i, data, hashlib.sha256(data).hexdigest())
+                )
+                progress.add_bytes(len(data))
+                failed = [f for f in futures if f.done() and f.exception() is not None]
+                if failed:
+                    raise failed[0].exception()
+            results = [f.result() for f in futures]
+            if upload_id is not None:
+                parts = [p for p, _ in results]
+                self._retry(
+                    f"complete {key}", lambda: self.store.complete_multipart(key, upload_id, parts)
+                )
+        except BaseException:
+            for f in futures:
+                if f.cancel():
+                    self._slots.release()  # upload() never ran for it
+            wait(futures)
+            if upload_id is not None:
+                self._abort(key, upload_id)
             raise
         digest = sha.hexdigest()
-        if confirmed:
-            return Copied(path, size, digest)
-        return self._read_back(path, key, size, digest)
+        if all(ok for _, ok in results):
+            return Copied(path, obj.size, digest)
+        return self._read_back(path, key, obj.size, digest)
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        try:
+            self.store.abort_multipart(key, upload_id)
+        except BridgeError as exc:
+            log.warning("could not abort the upload to %s: %s", self.store.uri(key), exc)
 
     # --- proxy ----------------------------------------------------------------
 
@@ -342,32 +369,33 @@ class Engine:
         return Copied(path, size, digest)
 
     def object_digest(self, key: str, size: int | None = None) -> tuple[int, str]:
-        """(size, sha256) of a stored object, read with parallel ranged GETs."""
+        """(size, sha256) of a stored object, read as one resumable stream."""
         if size is None:
             head = self.store.head(key)
             if head is None:
                 return (-1, "")
             size = head["ContentLength"]
-        obj = S3Object(self.store.bucket, key, size, "")
         sha, total = hashlib.sha256(), 0
         with self.store.errors(f"verifying {self.store.uri(key)}"):
-            for data in self._ordered(
-                lambda i, a, b: self._retry(f"read {key}", lambda: self._get(obj, a, b)),
-                ranges(size, self.options.part_size),
-            ):
+            for data in self._chunks(lambda off: self.store.open_at(key, off), size, key):
                 sha.update(data)
                 total += len(data)
+                self._slots.release()
         return total, sha.hexdigest()
 
-    def _get(self, obj: S3Object, start: int, end: int) -> bytes:
-        if end <= start:
-            return b""
-        resp = self.store.client.get_object(
-            Bucket=obj.bucket, Key=obj.key, Range=f"bytes={start}-{end - 1}"
-        )
-        data = resp["Body"].read()
-        if len(data) != end - start:
-            from bridge.retry import ShortRead
 
-            raise ShortRead(f"{obj.key}: got {len(data)} of {end - start} bytes")
-        return data
+def _read_exact(body, n: int) -> bytes:
+    """Exactly ``n`` bytes from a response body, or ShortRead if it ends early."""
+    buf = bytearray()
+    while len(buf) < n:
+        data = body.read(min(n - len(buf), 1024 * 1024))
+        if not data:
+            raise ShortRead(f"the body ended after {len(buf)} of {n} bytes")
+        buf += data
+    return bytes(buf)
+
+
+def _close(body) -> None:
+    if body is not None:
+        with contextlib.suppress(Exception):
+            body.close()

@@ -20,7 +20,7 @@ def faulty(stack):
     proxy.stop()
 
 
-@pytest.mark.parametrize("path", ["server-side copy", "ranged reads + multipart upload"])
+@pytest.mark.parametrize("path", ["server-side copy", "streaming read + multipart upload"])
 def test_slowdown_and_resets_are_retried(scope, client, s3, faulty, path):
     name = unique("xfer-faults")
     files = model_files(big=11 * 1024 * 1024, small=8, seed=4)

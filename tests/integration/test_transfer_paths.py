@@ -95,7 +95,7 @@ def test_cross_endpoint_ranged_reads_and_multipart(scope, client, s3, second_s3)
     }
     res = scope.run("sync", "--once", "--output", "json", env=env)
     assert res.returncode == 0, res.stderr
-    assert "ranged reads + multipart upload" in res.stderr
+    assert "streaming read + multipart upload" in res.stderr
     [r] = json.loads(res.stdout)
     assert r["storage_uri"].startswith(target)
     check_target(second_s3.client, r["storage_uri"], files)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import threading
-import time
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
@@ -126,33 +124,48 @@ def test_retrying_backs_off_then_succeeds_and_fails_fast_on_permanent():
         )
 
 
-def test_ordered_parts_keep_order_and_bound_memory():
-    engine = Engine(store=None, options=TransferOptions(concurrency=3))
-    lock = threading.Lock()
-    state = {"alive": 0, "peak": 0}
+class _Body:
+    """A response body that can be cut short once, like a reset connection."""
 
-    def work(i, a, b):
-        with lock:
-            state["alive"] += 1
-            state["peak"] = max(state["peak"], state["alive"])
-        time.sleep(0.002 * (i % 4))
-        return i
+    def __init__(self, data: bytes, cut_at: int | None):
+        self.data, self.pos, self.cut_at = data, 0, cut_at
 
-    def consume(n):
-        out = []
-        for i in engine._ordered(work, [(k, k + 1) for k in range(n)]):
-            out.append(i)
-            with lock:
-                state["alive"] -= 1
-        return out
+    def read(self, n: int) -> bytes:
+        if self.cut_at is not None and self.pos >= self.cut_at:
+            raise ConnectionResetError("reset by peer")
+        end = self.pos + n if self.cut_at is None else min(self.pos + n, self.cut_at)
+        chunk = self.data[self.pos : end]
+        self.pos += len(chunk)
+        return chunk
 
-    threads = [threading.Thread(target=lambda: consume(40)) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert consume(25) == list(range(25))
-    assert state["peak"] <= 3 + 2  # parts held at once, across all files
+    def close(self) -> None:
+        pass
+
+
+def test_chunks_resume_after_a_reset_and_bound_memory(monkeypatch):
+    monkeypatch.setattr("bridge.transfer.time.sleep", lambda _s: None)
+    part = 5 * 1024 * 1024
+    engine = Engine(store=None, options=TransferOptions(part_size=part, concurrency=1))
+    data = bytes(range(256)) * (3 * part // 256 + 7)
+    opened = []
+
+    def open_at(offset):
+        opened.append(offset)
+        cut = part + 123 if len(opened) == 1 else None  # first stream dies mid-part 2
+        body = _Body(data, cut)
+        body.pos = offset
+        return body
+
+    out = []
+    for chunk in engine._chunks(open_at, len(data), "obj"):
+        out.append(chunk)
+        # all slots but the held ones are free: concurrency + 2 = 3 in total
+        assert engine._slots._value == 2
+        engine._slots.release()
+    assert b"".join(out) == data
+    assert [len(c) for c in out[:-1]] == [part] * (len(out) - 1)
+    assert opened == [0, part]  # resumed at the start of the cut part
+    assert engine._slots._value == 3
     engine.close()
 
 
