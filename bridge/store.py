@@ -153,21 +153,6 @@ class SourceBucket:
         resp = self.client.get_object(Bucket=obj.bucket, Key=obj.key, IfMatch=obj.etag, **extra)
         return resp["Body"]
 
-    def get_range(self, obj: S3Object, start: int, end: int) -> bytes:
-        """Bytes [start, end) of ``obj``; fails if the object changed since it was listed."""
-        if end <= start:
-            return b""
-        resp = self.client.get_object(
-            Bucket=obj.bucket, Key=obj.key, IfMatch=obj.etag, Range=f"bytes={start}-{end - 1}"
-        )
-        with contextlib.closing(resp["Body"]) as body:
-            data = body.read()
-        if len(data) != end - start:
-            from bridge.retry import ShortRead
-
-            raise ShortRead(f"{obj.key}: got {len(data)} of {end - start} bytes")
-        return data
-
 
 class Store:
     def __init__(self, settings: Settings):
