@@ -20,9 +20,7 @@ HERE = Path(__file__).parent
 
 def main(argv: list[str]) -> int:
     wanted = set(argv)
-    modules = sorted(
-        m.name for m in pkgutil.iter_modules([str(HERE)]) if m.name.startswith("bench_")
-    )
+    modules = sorted(m.name for m in pkgutil.iter_modules([str(HERE)]) if m.name.startswith("bench_"))
     rows: list[dict] = []
     for name in modules:
         if wanted and name.removeprefix("bench_") not in wanted:
