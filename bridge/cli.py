@@ -116,6 +116,11 @@ def cli(ctx, config, log_format, log_level, debug):
 @cli.command()
 @click.option("--once", is_flag=True, help="Run one reconcile pass and exit.")
 @click.option(
+    "--verify",
+    is_flag=True,
+    help="Also re-hash every published target, repair any that changed, then exit.",
+)
+@click.option(
     "--output-dir",
     type=click.Path(file_okay=False),
     help="GitOps directory for the YAML [env: BRIDGE_OUTPUT_DIR].",
@@ -145,7 +150,7 @@ def cli(ctx, config, log_format, log_level, debug):
 @target_options
 @serving_options
 @pass_ctx
-def sync(ctx: Context, once, output_dir, models, output, **flags):
+def sync(ctx: Context, once, verify, output_dir, models, output, **flags):
     """Copy approved versions to the serving store and emit InferenceServices.
 
     Finds every registered model whose approval alias (default `champion`)
@@ -159,11 +164,14 @@ def sync(ctx: Context, once, output_dir, models, output, **flags):
       bridge sync --once --output-dir gitops/models
       bridge sync --once --model fraud-detector --output json
       bridge sync --once --apply --dry-run --namespace models
+      bridge sync --verify
     """
     settings = ctx.settings(output_dir=output_dir, **flags)
     from bridge.runner import run_sync
 
-    return run_sync(settings, list(models) or None, settings.output_dir, once=once, output=output)
+    return run_sync(
+        settings, list(models) or None, settings.output_dir, once=once, output=output, verify=verify
+    )
 
 
 @cli.command()

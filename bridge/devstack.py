@@ -86,6 +86,9 @@ class Stack:
             "AWS_ENDPOINT_URL": self.s3_url,
             "BRIDGE_TARGET_URI": f"s3://{TARGET_BUCKET}/serving",
             "BRIDGE_TARGET_ENDPOINT_URL": self.s3_url,
+            # Read MLflow's proxied artifacts straight from S3 (server-side copy).
+            "BRIDGE_SOURCE_ARTIFACTS_URI": f"s3://{ARTIFACT_BUCKET}/",
+            "BRIDGE_SOURCE_ENDPOINT_URL": self.s3_url,
         }
 
     def to_json(self) -> dict:

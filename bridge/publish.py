@@ -12,13 +12,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 
 import yaml
 
 from bridge.errors import BridgeError, CheckFailed, TemporaryError
+from bridge.progress import Progress, is_live
 from bridge.registry import ArtifactFile, ArtifactSource, ModelVersionInfo
 from bridge.store import Store
+from bridge.transfer import Engine, TransferOptions
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +146,22 @@ def check_same_version(existing: PublishedVersion, info: ModelVersionInfo) -> No
 
 
 class Publisher:
-    def __init__(self, store: Store):
+    def __init__(
+        self, store: Store, options: TransferOptions | None = None, progress: str = "auto"
+    ):
         self.store = store
+        settings = getattr(store, "settings", None)
+        if options is None:
+            options = TransferOptions.from_settings(settings) if settings else TransferOptions()
+        self.options = options
+        self.progress = settings.progress if settings is not None else progress
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = Engine(self.store, self.options)
+        return self._engine
 
     def version_prefix(self, model_key: str, version: str) -> str:
         return f"{self.store.prefix}{model_key}/{version}/"
@@ -163,29 +181,47 @@ class Publisher:
         check_same_version(existing, info)
         return existing
 
+    def _progress(self, info: ModelVersionInfo, files: list, what: str = "") -> Progress:
+        total = sum(f.size or 0 for f in files)
+        label = f"{info.name} v{info.version}{what}"
+        return Progress(label, total, len(files), live=is_live(self.progress))
+
+    def abort_stale_uploads(self, prefix: str) -> int:
+        """Abort unfinished multipart uploads a killed run left under ``prefix``."""
+        stale = self.store.incomplete_uploads(prefix)
+        for key, upload_id in stale:
+            self.store.abort_multipart(key, upload_id)
+        if stale:
+            log.info("aborted %d unfinished upload(s) under %s", len(stale), self.store.uri(prefix))
+        return len(stale)
+
     def copy(
         self, info: ModelVersionInfo, source: ArtifactSource, model_key: str
     ) -> PublishedVersion:
-        """Copy, verify and mark a version that is not published yet."""
+        """Copy, verify and mark a version that is not published yet.
+
+        Files go straight to their final keys; the marker is written last, so a
+        crash at any instant leaves either no marker (the next run copies again)
+        or a marker over a complete, verified target.
+        """
         files = plan_files(source.list_files(), info.name, info.version, info.download_uri)
         check_pyfunc(source.read_bytes("MLmodel"), info.name, info.version)
         prefix = self.version_prefix(model_key, info.version)
+        self.abort_stale_uploads(prefix)
         leftovers = set(self.store.list_keys(prefix))
-        written: list[str] = []
+        written = [prefix + f.path for f in files]
+        progress = self._progress(info, files)
         try:
+            copied = self.engine.copy_files(source, [f.path for f in files], prefix, progress)
             records = []
-            for f in files:
-                with source.open(f.path) as stream:
-                    written.append(prefix + f.path)
-                    size, sha = self.store.upload_stream(prefix + f.path, stream)
-                if f.size is not None and size != f.size:
+            for f, c in zip(files, copied, strict=True):
+                if f.size is not None and c.size != f.size:
                     raise TemporaryError(
-                        f"model {info.name!r} version {info.version}: read {size} bytes of "
+                        f"model {info.name!r} version {info.version}: read {c.size} bytes of "
                         f"{f.path}, the registry lists {f.size}"
                     )
-                records.append(FileRecord(f.path, size, sha))
-            self._verify(prefix, records, info)
-            stale = sorted(leftovers - {prefix + r.path for r in records})
+                records.append(FileRecord(c.path, c.size, c.sha256))
+            stale = sorted(leftovers - set(written))
             self.store.delete_keys(stale)
             pv = PublishedVersion(
                 model=info.name,
@@ -201,6 +237,7 @@ class Publisher:
         except BaseException:
             self._discard(prefix, written, leftovers)
             raise
+        progress.finish(self.engine.mode(source))
         log.info(
             "published %s version %s to %s (%d files, %d bytes, %s)",
             info.name,
@@ -212,18 +249,99 @@ class Publisher:
         )
         return pv
 
-    def _verify(self, prefix: str, records: list[FileRecord], info: ModelVersionInfo) -> None:
-        for r in records:
-            size, sha = self.store.object_digest(prefix + r.path)
-            if (size, sha) != (r.size, r.sha256):
-                raise TemporaryError(
-                    f"model {info.name!r} version {info.version}: {r.path} in the store does not "
-                    "match what was read from MLflow; the copy was discarded and will be retried"
+    # --- verify and repair ---------------------------------------------------
+
+    def verify(self, pv: PublishedVersion, model_key: str) -> tuple[list[str], list[str]]:
+        """Re-hash a published target: (files that do not match the marker, extra keys)."""
+        prefix = self.version_prefix(model_key, pv.version)
+        keys = self.store.list_keys(prefix)
+        expected = {prefix + r.path for r in pv.files} | {prefix + MARKER_NAME}
+        extra = sorted(k for k in keys if k not in expected)
+
+        def check(r: FileRecord) -> bool:
+            key = prefix + r.path
+            if keys.get(key) != r.size:
+                return False
+            return self.engine.object_digest(key, r.size) == (r.size, r.sha256)
+
+        workers = max(1, min(self.options.concurrency, len(pv.files)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="bridge-verify") as pool:
+            ok = list(pool.map(check, pv.files))
+        bad = [r.path for r, good in zip(pv.files, ok, strict=True) if not good]
+        return bad, extra
+
+    def verify_and_repair(
+        self,
+        pv: PublishedVersion,
+        info: ModelVersionInfo,
+        source: Callable[[], ArtifactSource],
+        model_key: str,
+    ) -> tuple[PublishedVersion, bool]:
+        """Re-hash ``pv``; if anything changed, repair it. (version, repaired?)
+
+        Repair never leaves a marker over an incomplete target: the marker is
+        deleted first (the version is unpublished from then on), the damaged
+        files are copied again and verified, extra objects are removed, and the
+        same marker is written back last. A crash in between leaves no marker,
+        and the next sync copies the version again.
+        """
+        bad, extra = self.verify(pv, model_key)
+        if not bad and not extra:
+            log.info(
+                "%s version %s verified: %d files match %s",
+                info.name,
+                info.version,
+                len(pv.files),
+                pv.digest,
+            )
+            return pv, False
+        prefix = self.version_prefix(model_key, pv.version)
+        log.warning(
+            "%s version %s at %s does not match its marker (changed: %s; unexpected: %s); repairing",
+            info.name,
+            info.version,
+            pv.storage_uri,
+            ", ".join(bad) or "none",
+            ", ".join(k[len(prefix) :] for k in extra) or "none",
+        )
+        self.store.delete_keys([prefix + MARKER_NAME])
+        self.abort_stale_uploads(prefix)
+        src = source()
+        listed = {f.path: f for f in src.list_files()}
+        records = {r.path: r for r in pv.files}
+        missing = [p for p in bad if p not in listed]
+        if missing:
+            raise CheckFailed(
+                f"model {info.name!r} version {info.version}: cannot repair {pv.storage_uri}, "
+                f"the source no longer has {', '.join(missing)}"
+            )
+        progress = self._progress(info, [listed[p] for p in bad], " (repair)")
+        copied = self.engine.copy_files(src, bad, prefix, progress)
+        for c in copied:
+            r = records[c.path]
+            if (c.size, c.sha256) != (r.size, r.sha256):
+                raise CheckFailed(
+                    f"model {info.name!r} version {info.version}: {c.path} in MLflow no longer "
+                    f"matches the published digest {pv.digest}; the version stays unpublished",
+                    hint="artifacts of a registered version should never change; re-register it",
                 )
+        self.store.delete_keys(extra)
+        self.store.put_bytes(prefix + MARKER_NAME, marker_bytes(pv))
+        progress.finish(self.engine.mode(src) + ", repair")
+        repaired = sum(c.size for c in copied)
+        log.info(
+            "%s version %s repaired: %d file(s), %d bytes",
+            info.name,
+            info.version,
+            len(copied),
+            repaired,
+        )
+        return replace(pv, bytes_copied=repaired), True
 
     def _discard(self, prefix: str, written: list[str], leftovers: set[str]) -> None:
         """Best effort: leave no unpublished objects behind after a failed copy."""
         try:
             self.store.delete_keys(sorted(set(written) | leftovers))
+            self.abort_stale_uploads(prefix)
         except BridgeError as exc:
             log.warning("could not clean up partial copy under %s: %s", prefix, exc)

@@ -154,7 +154,7 @@ class Registry:
         return _version_info(mv, download_uri)
 
     def artifact_source(self, download_uri: str) -> ArtifactSource:
-        return ArtifactSource(download_uri, self.tracking_uri)
+        return ArtifactSource(download_uri, self.tracking_uri, self.settings)
 
     # -- batched reads (bridge status) ---------------------------------------
 
@@ -296,21 +296,50 @@ def _model_info(rm) -> RegisteredModelInfo:
 class ArtifactSource:
     """The files under one model version's artifact root, read as streams.
 
-    Through the MLflow server's artifact proxy (``mlflow-artifacts:/``) each file
-    is streamed straight from the HTTP response; other schemes go through
-    MLflow's artifact repository one file at a time via a temporary file, so
-    neither path ever holds a whole file or model in memory.
+    When the artifacts live in S3 and bridge may read it directly (an ``s3://``
+    artifact root, or ``mlflow-artifacts:/`` with BRIDGE_SOURCE_ARTIFACTS_URI
+    naming the server's --artifacts-destination), ``direct`` is the S3 location
+    and the transfer engine copies server-side or with ranged reads. Otherwise
+    files stream through the MLflow server's artifact proxy straight from the
+    HTTP response, or for other schemes via MLflow's artifact repository one
+    file at a time through a temporary file; no path holds a whole file or
+    model in memory.
     """
 
-    def __init__(self, uri: str, tracking_uri: str | None):
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
+    def __init__(self, uri: str, tracking_uri: str | None, settings: Settings | None = None):
         self.uri = uri
         self.tracking_uri = tracking_uri
-        with mlflow_errors(f"artifacts at {uri}", tracking_uri):
-            self._repo = get_artifact_repository(uri)
+        self._repo_obj = None
+        self._objects: dict | None = None
+        self.direct = direct_location(uri, settings) if settings is not None else None
+        if self.direct is None:
+            _ = self._repo
+
+    @property
+    def _repo(self):
+        if self._repo_obj is None:
+            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+            with mlflow_errors(f"artifacts at {self.uri}", self.tracking_uri):
+                self._repo_obj = get_artifact_repository(self.uri)
+        return self._repo_obj
+
+    def describe(self) -> str:
+        return self.direct.uri() if self.direct is not None else f"{self.uri} (through MLflow)"
+
+    def object(self, path: str):
+        """The S3 object behind ``path`` (direct sources only), pinned to its listed ETag."""
+        if self._objects is None:
+            self.list_files()
+        return self._objects[path]
 
     def list_files(self) -> list[ArtifactFile]:
+        if self.direct is not None:
+            self._objects = self.direct.list_objects()
+            return sorted(
+                (ArtifactFile(path=p, size=o.size) for p, o in self._objects.items()),
+                key=lambda f: f.path,
+            )
         files: list[ArtifactFile] = []
         pending = [None]
         with mlflow_errors(f"listing artifacts at {self.uri}", self.tracking_uri):
@@ -325,6 +354,15 @@ class ArtifactSource:
 
     @contextlib.contextmanager
     def open(self, path: str) -> Iterator[BinaryIO]:
+        if self.direct is not None:
+            try:
+                obj = self.object(path)
+            except KeyError:
+                raise CheckFailed(f"{path} is not under {self.direct.uri()}") from None
+            with self.direct.errors(f"reading {self.direct.uri(obj.key)}"):
+                with self.direct.open(obj) as stream:
+                    yield stream
+            return
         from mlflow.store.artifact.http_artifact_repo import HttpArtifactRepository
 
         with mlflow_errors(f"reading artifact {path!r} at {self.uri}", self.tracking_uri):
@@ -347,6 +385,40 @@ class ArtifactSource:
         if len(data) > limit:
             raise CheckFailed(f"{path} at {self.uri} is larger than {limit} bytes")
         return data
+
+
+def source_s3_uri(uri: str, settings: Settings) -> str | None:
+    """The s3:// URI a version's artifacts can be read from directly, if any.
+
+    ``s3://`` roots are used as they are; ``mlflow-artifacts:/<path>`` (with or
+    without ``//host:port``) maps onto BRIDGE_SOURCE_ARTIFACTS_URI, the MLflow
+    server's --artifacts-destination. Anything else streams through MLflow.
+    """
+    if uri.startswith("s3://"):
+        return uri
+    if uri.startswith("mlflow-artifacts:") and settings.source_artifacts_uri:
+        rest = uri[len("mlflow-artifacts:") :]
+        if rest.startswith("//"):
+            rest = "/" + rest[2:].partition("/")[2]
+        return settings.source_artifacts_uri.rstrip("/") + "/" + rest.lstrip("/")
+    return None
+
+
+def direct_location(uri: str, settings: Settings):
+    s3_uri = source_s3_uri(uri, settings)
+    if s3_uri is None:
+        return None
+    from bridge.store import SourceBucket
+
+    bucket, _, prefix = s3_uri[len("s3://") :].partition("/")
+    return SourceBucket(
+        bucket,
+        prefix,
+        settings.source_endpoint_url,
+        settings.source_region,
+        settings.s3_max_attempts,
+        pool=4 * settings.transfer_concurrency,
+    )
 
 
 @contextlib.contextmanager

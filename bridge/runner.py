@@ -60,10 +60,12 @@ def print_report(report, output: str) -> None:
         )
 
 
-def run_sync(settings: Settings, models, output_dir, *, once: bool, output: str) -> int:
+def run_sync(
+    settings: Settings, models, output_dir, *, once: bool, output: str, verify: bool = False
+) -> int:
     reconciler = build_reconciler(settings)
-    if once:
-        report = reconciler.run_once(models, output_dir)
+    if once or verify:
+        report = reconciler.run_once(models, output_dir, verify=verify)
         print_report(report, output)
         return report.exit_code
     return poll_forever(reconciler, models, output_dir, settings.poll_interval, output)

@@ -53,6 +53,39 @@ def _parse_non_negative_int(value: str) -> int:
     return i
 
 
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?)?\s*$", re.IGNORECASE)
+
+
+def parse_size(value: str) -> int:
+    """Bytes from '16777216', '16MiB', '16M' or '1GiB' (binary units)."""
+    m = _SIZE_RE.match(value)
+    if not m:
+        raise ValueError(f"expected a size like 16MiB, got {value!r}")
+    unit = (m.group(2) or "").lower()[:1]
+    return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit]
+
+
+def _parse_part_size(value: str) -> int:
+    size = parse_size(value)
+    if not 5 * 1024**2 <= size <= 5 * 1024**3:
+        raise ValueError(f"must be between 5MiB and 5GiB (S3 part limits), got {value!r}")
+    return size
+
+
+def _parse_copy_threshold(value: str) -> int:
+    size = parse_size(value)
+    if size > 5 * 1024**3:
+        raise ValueError(f"S3 copies at most 5GiB in one CopyObject, got {value!r}")
+    return size
+
+
+def _parse_concurrency(value: str) -> int:
+    i = int(value)
+    if not 1 <= i <= 64:
+        raise ValueError(f"must be between 1 and 64, got {value!r}")
+    return i
+
+
 @dataclass(frozen=True)
 class Settings:
     tracking_uri: str | None = _setting(
@@ -293,6 +326,52 @@ class Settings:
         None, ("BRIDGE_KUBE_CONTEXT",), "Kubeconfig context to use."
     )
 
+    # --- artifact transfer (docs/transfer.md) ---
+    source_artifacts_uri: str | None = _setting(
+        None,
+        ("BRIDGE_SOURCE_ARTIFACTS_URI",),
+        "The MLflow server's --artifacts-destination (e.g. s3://mlflow-artifacts/): "
+        "mlflow-artifacts:/ URIs are then read straight from S3. Empty: stream through MLflow.",
+    )
+    source_endpoint_url: str | None = _setting(
+        None,
+        (
+            "BRIDGE_SOURCE_ENDPOINT_URL",
+            "MLFLOW_S3_ENDPOINT_URL",
+            "AWS_ENDPOINT_URL_S3",
+            "AWS_ENDPOINT_URL",
+        ),
+        "S3 endpoint of MLflow's artifact store; equal to the target endpoint means server-side copy.",
+    )
+    source_region: str = _setting(
+        "us-east-1",
+        ("BRIDGE_SOURCE_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
+        "Region of MLflow's artifact store.",
+    )
+    transfer_part_size: int = _setting(
+        8 * 1024 * 1024,
+        ("BRIDGE_TRANSFER_PART_SIZE",),
+        "Bytes per ranged read / multipart part (5MiB..5GiB; suffixes KiB, MiB, GiB).",
+        _parse_part_size,
+    )
+    transfer_concurrency: int = _setting(
+        8,
+        ("BRIDGE_TRANSFER_CONCURRENCY",),
+        "Parallel S3 requests of one copy; memory stays near (this + 2) x part size.",
+        _parse_concurrency,
+    )
+    transfer_copy_threshold: int = _setting(
+        5 * 1024**3,
+        ("BRIDGE_TRANSFER_COPY_THRESHOLD",),
+        "Largest object copied server-side in one CopyObject (S3 allows 5GiB); above: UploadPartCopy.",
+        _parse_copy_threshold,
+    )
+    progress: str = _setting(
+        "auto",
+        ("BRIDGE_PROGRESS",),
+        "Progress line on stderr: auto (when it is a terminal), always, never.",
+    )
+
     def require(self, *names: str) -> None:
         """Fail with a usage error naming the variable if a needed setting is empty."""
         for name in names:
@@ -427,6 +506,13 @@ def _validate(s: Settings) -> None:
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise UsageError(f"log level {s.log_level!r} is not one of: DEBUG, INFO, WARNING, ERROR")
     _validate_serving(s)
+    if s.progress not in ("auto", "always", "never"):
+        raise UsageError(f"progress {s.progress!r} is not one of: auto, always, never")
+    if s.source_artifacts_uri and not s.source_artifacts_uri.startswith("s3://"):
+        raise UsageError(
+            f"source artifacts URI {s.source_artifacts_uri!r} is not an s3://bucket[/prefix] URI",
+            hint="set BRIDGE_SOURCE_ARTIFACTS_URI to the MLflow server's --artifacts-destination",
+        )
     for name in ("tracking_uri", "target_endpoint_url"):
         value = getattr(s, name)
         if value and "://" not in value and name == "target_endpoint_url":

@@ -6,10 +6,12 @@ streams; what a "published version" is lives in :mod:`bridge.publish`.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from bridge.errors import BridgeError, PermanentError, TemporaryError
@@ -23,6 +25,31 @@ _READ_CHUNK = 1024 * 1024
 # max_concurrency * part size, whatever the file size.
 _PART_SIZE = 16 * 1024 * 1024
 _CONCURRENCY = 4
+
+
+@dataclass(frozen=True)
+class S3Object:
+    """One object of a source bucket, pinned to the ETag it had when listed."""
+
+    bucket: str
+    key: str
+    size: int
+    etag: str
+
+
+def b64_to_hex(value: str | None) -> str | None:
+    """S3 reports checksums base64-encoded; the marker keeps hex. Composite
+    (multipart, ``...-N``) checksums are not whole-object digests: None."""
+    if not value or "-" in value:
+        return None
+    try:
+        return base64.b64decode(value).hex()
+    except ValueError:
+        return None
+
+
+def hex_to_b64(value: str) -> str:
+    return base64.b64encode(bytes.fromhex(value)).decode()
 
 
 class HashingReader:
@@ -43,7 +70,7 @@ class HashingReader:
         return self.sha256.hexdigest()
 
 
-def s3_client(endpoint_url: str | None, region: str, max_attempts: int):
+def s3_client(endpoint_url: str | None, region: str, max_attempts: int, pool: int = 10):
     import boto3
     from botocore.config import Config
 
@@ -52,19 +79,93 @@ def s3_client(endpoint_url: str | None, region: str, max_attempts: int):
         retries={"max_attempts": max(1, max_attempts), "mode": "standard"},
         connect_timeout=5,
         read_timeout=60,
+        max_pool_connections=max(10, pool),
         s3={"addressing_style": "path"} if endpoint_url else {},
     )
     return boto3.session.Session().client("s3", endpoint_url=endpoint_url or None, config=config)
 
 
+@contextlib.contextmanager
+def s3_errors(what: str, bucket: str, endpoint_url: str | None) -> Iterator[None]:
+    """Translate botocore failures into bridge errors that say what to fix."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    where = redact(endpoint_url or "AWS S3")
+    try:
+        yield
+    except BridgeError:
+        raise
+    except NoCredentialsError:
+        raise PermanentError(
+            f"{what}: no S3 credentials found",
+            hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile / IRSA)",
+        ) from None
+    except ClientError as exc:
+        raise translate_client_error(exc, what, bucket) from None
+    except BotoCoreError as exc:
+        raise TemporaryError(f"{what}: cannot reach S3 at {where}: {redact(str(exc))}") from None
+
+
+class SourceBucket:
+    """A model's artifact root read straight from S3 (no MLflow proxy in the way)."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str,
+        endpoint_url: str | None,
+        region: str,
+        max_attempts: int,
+        pool: int = 10,
+    ):
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.endpoint_url = endpoint_url
+        self.client = s3_client(endpoint_url, region, max_attempts, pool)
+
+    def uri(self, key: str = "") -> str:
+        return f"s3://{self.bucket}/{key or self.prefix}"
+
+    def errors(self, what: str):
+        return s3_errors(what, self.bucket, self.endpoint_url)
+
+    def list_objects(self) -> dict[str, S3Object]:
+        """Relative path -> object, for every object under the artifact root."""
+        found: dict[str, S3Object] = {}
+        with self.errors(f"listing {self.uri()}"):
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                for obj in page.get("Contents", []):
+                    rel = obj["Key"][len(self.prefix) :]
+                    if rel and not rel.endswith("/"):
+                        found[rel] = S3Object(self.bucket, obj["Key"], obj["Size"], obj["ETag"])
+        return found
+
+    @contextlib.contextmanager
+    def open(self, obj: S3Object) -> Iterator[BinaryIO]:
+        resp = self.client.get_object(Bucket=obj.bucket, Key=obj.key, IfMatch=obj.etag)
+        with contextlib.closing(resp["Body"]) as body:
+            yield body
+
+    def open_at(self, obj: S3Object, offset: int):
+        """The body of ``obj`` from ``offset`` on, pinned to its listed ETag."""
+        extra = {"Range": f"bytes={offset}-"} if offset else {}
+        resp = self.client.get_object(Bucket=obj.bucket, Key=obj.key, IfMatch=obj.etag, **extra)
+        return resp["Body"]
+
+
 class Store:
     def __init__(self, settings: Settings):
         settings.require("target_uri")
+        self.settings = settings
         self.bucket = settings.target_bucket
         self.prefix = settings.target_prefix
         self.endpoint_url = settings.target_endpoint_url
         self._client = s3_client(
-            settings.target_endpoint_url, settings.target_region, settings.s3_max_attempts
+            settings.target_endpoint_url,
+            settings.target_region,
+            settings.s3_max_attempts,
+            pool=4 * settings.transfer_concurrency,
         )
 
     @property
@@ -74,27 +175,9 @@ class Store:
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
 
-    @contextlib.contextmanager
-    def errors(self, what: str) -> Iterator[None]:
+    def errors(self, what: str):
         """Translate botocore failures into bridge errors that say what to fix."""
-        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-
-        where = redact(self.endpoint_url or "AWS S3")
-        try:
-            yield
-        except BridgeError:
-            raise
-        except NoCredentialsError:
-            raise PermanentError(
-                f"{what}: no S3 credentials found",
-                hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile / IRSA)",
-            ) from None
-        except ClientError as exc:
-            raise translate_client_error(exc, what, self.bucket) from None
-        except BotoCoreError as exc:
-            raise TemporaryError(
-                f"{what}: cannot reach S3 at {where}: {redact(str(exc))}"
-            ) from None
+        return s3_errors(what, self.bucket, self.endpoint_url)
 
     def check_access(self) -> None:
         with self.errors(f"target bucket {self.bucket!r}"):
@@ -129,20 +212,34 @@ class Store:
                 Bucket=self.bucket, Key=key, Body=data, ContentType=content_type
             )
 
-    def upload_stream(self, key: str, stream: BinaryIO) -> tuple[int, str]:
+    def upload_stream(
+        self,
+        key: str,
+        stream: BinaryIO,
+        part_size: int = _PART_SIZE,
+        concurrency: int = _CONCURRENCY,
+    ) -> tuple[int, str]:
         """Stream ``stream`` to ``key`` (multipart when large); return (size, sha256) read."""
         from boto3.s3.transfer import TransferConfig
 
         reader = HashingReader(stream)
         config = TransferConfig(
-            multipart_threshold=_PART_SIZE,
-            multipart_chunksize=_PART_SIZE,
-            max_concurrency=_CONCURRENCY,
+            multipart_threshold=part_size,
+            multipart_chunksize=part_size,
+            max_concurrency=concurrency,
             use_threads=True,
         )
+        # Parts read ahead of the uploads: bounded, so memory stays near
+        # (concurrency + 1) x part size however large the file is.
+        config.max_in_memory_upload_chunks = concurrency + 1
         with self.errors(f"uploading {self.uri(key)}"):
             self._client.upload_fileobj(reader, self.bucket, key, Config=config)
         return reader.size, reader.hexdigest()
+
+    def open_at(self, key: str, offset: int):
+        """The body of the stored object ``key`` from ``offset`` on."""
+        extra = {"Range": f"bytes={offset}-"} if offset else {}
+        return self._client.get_object(Bucket=self.bucket, Key=key, **extra)["Body"]
 
     def object_digest(self, key: str) -> tuple[int, str]:
         """(size, sha256) of an object, read as a stream."""
@@ -155,6 +252,111 @@ class Store:
                     digest.update(chunk)
                     size += len(chunk)
         return size, digest.hexdigest()
+
+    # --- transfer primitives (used by bridge.transfer) ---------------------
+
+    def head(self, key: str) -> dict | None:
+        """HEAD of an object (with its stored checksum, if any), or None if missing."""
+        from botocore.exceptions import ClientError
+
+        with self.errors(f"reading {self.uri(key)}"):
+            try:
+                return self._client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return None
+                raise
+
+    def copy_object(self, src: S3Object, key: str) -> str | None:
+        """Server-side copy of a whole object; returns the SHA-256 S3 computed (hex) if any."""
+        resp = self._client.copy_object(
+            Bucket=self.bucket,
+            Key=key,
+            CopySource={"Bucket": src.bucket, "Key": src.key},
+            CopySourceIfMatch=src.etag,
+            ChecksumAlgorithm="SHA256",
+            MetadataDirective="REPLACE",
+            ContentType="application/octet-stream",
+        )
+        return b64_to_hex(resp.get("CopyObjectResult", {}).get("ChecksumSHA256"))
+
+    def put_object(self, key: str, data: bytes, sha256_hex: str) -> str:
+        """Upload a small object whole; S3 checks it against our SHA-256 on arrival.
+        Returns the ETag the store computed (the MD5 of what it received, for
+        unencrypted objects)."""
+        resp = self._client.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=data,
+            ChecksumSHA256=hex_to_b64(sha256_hex),
+            ContentType="application/octet-stream",
+        )
+        return resp["ETag"].strip('"')
+
+    def create_multipart(self, key: str, checksum: bool) -> str:
+        extra = {"ChecksumAlgorithm": "SHA256"} if checksum else {}
+        resp = self._client.create_multipart_upload(
+            Bucket=self.bucket, Key=key, ContentType="application/octet-stream", **extra
+        )
+        return resp["UploadId"]
+
+    def upload_part(
+        self, key: str, upload_id: str, number: int, data: bytes, sha256_hex: str
+    ) -> dict:
+        resp = self._client.upload_part(
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=data,
+            ChecksumSHA256=hex_to_b64(sha256_hex),
+        )
+        return {
+            "PartNumber": number,
+            "ETag": resp["ETag"],
+            "ChecksumSHA256": resp.get("ChecksumSHA256") or hex_to_b64(sha256_hex),
+        }
+
+    def upload_part_copy(
+        self, key: str, upload_id: str, number: int, src: S3Object, start: int, end: int
+    ) -> dict:
+        """Server-side copy of bytes [start, end) of ``src`` as one part."""
+        resp = self._client.upload_part_copy(
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            CopySource={"Bucket": src.bucket, "Key": src.key},
+            CopySourceIfMatch=src.etag,
+            CopySourceRange=f"bytes={start}-{end - 1}",
+        )
+        result = resp.get("CopyPartResult", {})
+        part = {"PartNumber": number, "ETag": result["ETag"]}
+        if result.get("ChecksumSHA256"):
+            part["ChecksumSHA256"] = result["ChecksumSHA256"]
+        return part
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[dict]) -> None:
+        self._client.complete_multipart_upload(
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": sorted(parts, key=lambda p: p["PartNumber"])},
+        )
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        with self.errors(f"aborting an upload to {self.uri(key)}"):
+            self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+
+    def incomplete_uploads(self, prefix: str) -> list[tuple[str, str]]:
+        """(key, upload id) of every unfinished multipart upload under ``prefix``."""
+        found: list[tuple[str, str]] = []
+        with self.errors(f"listing unfinished uploads under {self.uri(prefix)}"):
+            paginator = self._client.get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for up in page.get("Uploads", []):
+                    found.append((up["Key"], up["UploadId"]))
+        return found
 
     def delete_keys(self, keys: list[str]) -> None:
         with self.errors(f"deleting under {self.uri(self.prefix)}"):
@@ -190,6 +392,10 @@ def translate_client_error(exc, what: str, bucket: str) -> BridgeError:
         return PermanentError(
             f"{what}: S3 refused the credentials or access ({code or status})",
             hint="check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy",
+        )
+    if code in ("PreconditionFailed", "412") or status == 412:
+        return TemporaryError(
+            f"{what}: the source object changed while it was copied; the next pass copies it again"
         )
     if status >= 500 or code in (
         "SlowDown",

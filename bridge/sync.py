@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 class ModelResult:
     name: str
     k8s_name: str
-    state: str  # "synced" | "unchanged" | "removed" | "failed"
+    state: str  # "synced" | "unchanged" | "repaired" | "removed" | "failed"
     version: str | None = None
     storage_uri: str | None = None
     digest: str | None = None
@@ -190,6 +190,7 @@ class Reconciler:
         self.provided = runtime_packages(settings) if settings.runtime_fit != "off" else {}
         self._fit_cache: dict[str, _Fit] = {}  # published paths never change: cache by digest
         self._kube = kube
+        self.verify = False
 
     @property
     def kube(self):
@@ -200,8 +201,9 @@ class Reconciler:
         return self._kube
 
     def run_once(
-        self, models: list[str] | None = None, output_dir: str | None = None
+        self, models: list[str] | None = None, output_dir: str | None = None, verify: bool = False
     ) -> SyncReport:
+        self.verify = verify
         self.store.check_access()
         registered = self.registry.registered_models(models)
         alias = self.settings.alias
@@ -238,14 +240,15 @@ class Reconciler:
         result = ModelResult(m.name, kname, "failed", version=version)
         try:
             spec = resolve(m.name, m.tags, self.defaults, self.runtimes)
-            pv, copied = self._publish(m.name, kname, version)
+            pv, outcome = self._publish(m.name, kname, version)
+            outcomes = {outcome}
             primary = self._fit(m.name, kname, pv, spec, result)
             canary = None
             canary_version = m.aliases.get(self.settings.canary_alias)
             if canary_version and _newer(canary_version, version):
-                cpv, canary_copied = self._publish(m.name, kname, canary_version)
+                cpv, canary_outcome = self._publish(m.name, kname, canary_version)
+                outcomes.add(canary_outcome)
                 canary = self._fit(m.name, kname, cpv, spec, result)
-                copied = copied or canary_copied
                 result.canary_version = canary_version
                 result.bytes_copied += cpv.bytes_copied
         except BridgeError as exc:
@@ -263,22 +266,28 @@ class Reconciler:
             ),
             self.serving,
         )
-        result.state = "synced" if copied else "unchanged"
+        result.state = next(o for o in ("repaired", "synced", "unchanged") if o in outcomes)
         result.storage_uri, result.digest = pv.storage_uri, pv.digest
         result.bytes_copied += pv.bytes_copied
         return result, resource
 
-    def _publish(self, model: str, kname: str, version: str) -> tuple[PublishedVersion, bool]:
-        """The published version (copied now if it was not yet) and whether it was copied."""
+    def _publish(self, model: str, kname: str, version: str) -> tuple[PublishedVersion, str]:
+        """The published version and what this pass did: "synced" (copied now),
+        "repaired" (--verify found damage and fixed it) or "unchanged"."""
         info = self.registry.model_version(model, version)
         if info.status != "READY":
             raise CheckFailed(f"model {model!r} version {version} is {info.status}, not READY")
         before = self.publisher.published(kname, version)
-        if before is not None:
-            check_same_version(before, info)
-            return before, False
-        source = self.registry.artifact_source(info.download_uri)
-        return self.publisher.copy(info, source, kname), True
+        if before is None:
+            source = self.registry.artifact_source(info.download_uri)
+            return self.publisher.copy(info, source, kname), "synced"
+        check_same_version(before, info)
+        if not self.verify:
+            return before, "unchanged"
+        pv, repaired = self.publisher.verify_and_repair(
+            before, info, lambda: self.registry.artifact_source(info.download_uri), kname
+        )
+        return pv, "repaired" if repaired else "unchanged"
 
     def _fit(
         self, model: str, kname: str, pv: PublishedVersion, spec: ServingSpec, result: ModelResult

@@ -1,0 +1,250 @@
+"""Transfer engine vs the naive copy, on a real local stack (MLflow + two S3 servers).
+
+Baseline: download the version with MLflow to a temporary directory, then
+upload each file with boto3. Floor: the S3 server's own CopyObject of the same
+objects, one after another. Rows report baseline / bridge ratios.
+
+Sizes: BRIDGE_BENCH_TRANSFER_MB (default 1024) per model; the "many files"
+model splits it into BRIDGE_BENCH_TRANSFER_FILES files (default 500);
+BRIDGE_BENCH_RESYNC_VERSIONS (default 1000) approved versions for the re-sync
+row; BRIDGE_BENCH_CRASH_KILLS (default 50) for the crash torture row (0 skips).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+MB = 1024 * 1024
+
+# Peak RSS is the kernel's high-water mark of this process (VmHWM); ru_maxrss
+# would carry over the benchmark parent's peak across exec.
+_CHILD = r"""
+import json, sys, time
+
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+
+from bridge.runner import build_reconciler
+from bridge.settings import load_settings
+models = sys.argv[1:] or None
+settings = load_settings()
+reconciler = build_reconciler(settings)
+rss0 = hwm()
+out = {}
+for run in ("first", "again"):
+    t0 = time.monotonic()
+    report = reconciler.run_once(models)
+    out[run] = {"seconds": time.monotonic() - t0, "bytes": report.bytes_copied,
+                "exit": report.exit_code, "n": len(report.results)}
+out["rss_after_imports_mb"] = rss0
+out["rss_peak_mb"] = hwm()
+print(json.dumps(out))
+"""
+
+
+def _add(rows: list[dict], row: dict) -> None:
+    rows.append(row)
+    print("   partial: " + json.dumps(row, sort_keys=True), file=sys.stderr, flush=True)
+
+
+def _child(env: dict, models: list[str] | None) -> dict:
+    res = subprocess.run(
+        [sys.executable, "-c", _CHILD, *(models or [])],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    if res.returncode != 0:
+        raise RuntimeError(res.stderr[-2000:])
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _naive(client, name: str, version: str, s3_target, bucket: str) -> float:
+    import mlflow.artifacts
+
+    t0 = time.monotonic()
+    uri = client.get_model_version_download_uri(name, version)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=tmp))
+        prefix = f"naive-{uuid.uuid4().hex[:6]}/"
+        for path in local.rglob("*"):
+            if path.is_file():
+                s3_target.upload_file(str(path), bucket, prefix + str(path.relative_to(local)))
+    return time.monotonic() - t0
+
+
+def _floor(s3, bucket: str, keys: list[str]) -> float:
+    t0 = time.monotonic()
+    dest = f"floor-{uuid.uuid4().hex[:6]}/"
+    for key in keys:
+        s3.copy_object(
+            Bucket="bridge-models", Key=dest + key, CopySource={"Bucket": bucket, "Key": key}
+        )
+    return time.monotonic() - t0
+
+
+def _files(total: int, count: int) -> dict[str, bytes]:
+    from tests.integration.transfer_support import MLMODEL
+
+    files = {"MLmodel": MLMODEL}
+    each = max(1, total // count)
+    block = os.urandom(MB)
+    for i in range(count):
+        data = (block * (each // MB + 1))[:each]
+        files[f"data/f{i:04d}.bin"] = data[:-8] + i.to_bytes(8, "big") if len(data) > 8 else data
+    return files
+
+
+def run() -> list[dict]:
+    from mlflow import MlflowClient
+
+    from bridge import devstack
+    from tests.integration.transfer_support import SecondS3, create_version, s3_client, torture
+
+    size = int(os.environ.get("BRIDGE_BENCH_TRANSFER_MB", "1024")) * MB
+    many = int(os.environ.get("BRIDGE_BENCH_TRANSFER_FILES", "500"))
+    versions = int(os.environ.get("BRIDGE_BENCH_RESYNC_VERSIONS", "1000"))
+    kills = int(os.environ.get("BRIDGE_BENCH_CRASH_KILLS", "50"))
+    rows: list[dict] = []
+    tmp = tempfile.mkdtemp(prefix="bench-transfer-")
+    stack, _ = devstack.up(Path(tmp) / "stack")
+    second = None
+    saved = dict(os.environ)
+    try:
+        os.environ.update(stack.env())
+        second = SecondS3(tmp)
+        client = MlflowClient(stack.mlflow_url)
+        s3 = s3_client(stack.s3_url)
+        models = {
+            "one file": {"MLmodel": _files(0, 1)["MLmodel"], "model.bin": os.urandom(size)},
+            f"{many} files": _files(size, many),
+        }
+        for label, files in models.items():
+            name = f"bench-{uuid.uuid4().hex[:6]}"
+            v = create_version(client, s3, name, files)
+            client.set_registered_model_alias(name, "champion", v)
+            src = client.get_model_version_download_uri(name, v)
+            root = src.split(":", 1)[1].lstrip("/")
+            keys = [f"{root}/{p}" for p in files]
+            mb = sum(map(len, files.values())) / MB
+            floor = _floor(s3, devstack.ARTIFACT_BUCKET, keys)
+            for where, endpoint, target_s3, bucket in (
+                ("same endpoint", stack.s3_url, s3, "bridge-models"),
+                ("cross endpoint", second.url, second.client, "remote-models"),
+            ):
+                base = _naive(client, name, v, target_s3, bucket)
+                env = {
+                    "BRIDGE_TARGET_URI": f"s3://{bucket}/{uuid.uuid4().hex[:6]}",
+                    "BRIDGE_TARGET_ENDPOINT_URL": endpoint,
+                }
+                got = _child(env, [name])
+                assert got["first"]["exit"] == 0 and got["again"]["bytes"] == 0
+                row = {
+                    "name": f"copy {mb:.0f} MiB in {label}, {where}",
+                    "ratio": round(base / got["first"]["seconds"], 2),
+                    "baseline_s": round(base, 2),
+                    "bridge_s": round(got["first"]["seconds"], 2),
+                    "rss_peak_mb": round(got["rss_peak_mb"], 1),
+                    "rss_after_imports_mb": round(got["rss_after_imports_mb"], 1),
+                    "copy_rss_growth_mb": round(
+                        got["rss_peak_mb"] - got["rss_after_imports_mb"], 1
+                    ),
+                }
+                if where == "same endpoint":
+                    row["copyobject_floor_s"] = round(floor, 2)
+                    row["floor_over_bridge"] = round(floor / got["first"]["seconds"], 2)
+                _add(rows, row)
+            if label == "one file":
+                # what is faster on this S3 server: one CopyObject or parallel UploadPartCopy?
+                env = {
+                    "BRIDGE_TARGET_URI": f"s3://bridge-models/{uuid.uuid4().hex[:6]}",
+                    "BRIDGE_TRANSFER_COPY_THRESHOLD": "5MiB",
+                }
+                parts = _child(env, [name])
+                single = rows[-2]["bridge_s"]
+                _add(
+                    rows,
+                    {
+                        "name": f"copy {mb:.0f} MiB in one file: UploadPartCopy vs CopyObject",
+                        "ratio": round(parts["first"]["seconds"] / single, 2),
+                        "uploadpartcopy_s": round(parts["first"]["seconds"], 2),
+                        "copyobject_s": single,
+                    },
+                )
+        copies = [r for r in rows if "rss_peak_mb" in r]
+        _add(
+            rows,
+            {
+                "name": "peak RSS of the copying process (max over the rows above)",
+                "value": max(r["rss_peak_mb"] for r in copies),
+                "unit": "MB",
+                "of_which_copy_growth_mb": max(r["copy_rss_growth_mb"] for r in copies),
+            },
+        )
+        # re-sync of many unchanged approved versions
+        alias = "bench-resync"
+        tiny = {"MLmodel": _files(0, 1)["MLmodel"], "model.pkl": os.urandom(2048)}
+        src_root = f"bench-resync/{uuid.uuid4().hex[:6]}"
+        for p, data in tiny.items():
+            s3.put_object(Bucket=devstack.ARTIFACT_BUCKET, Key=f"{src_root}/{p}", Body=data)
+        for i in range(versions):
+            name = f"resync-{i:04d}-{uuid.uuid4().hex[:4]}"
+            client.create_registered_model(name)
+            mv = client.create_model_version(name, f"s3://{devstack.ARTIFACT_BUCKET}/{src_root}")
+            client.set_registered_model_alias(name, alias, mv.version)
+        got = _child(
+            {
+                "BRIDGE_ALIAS": alias,
+                "BRIDGE_TARGET_URI": f"s3://bridge-models/resync-{uuid.uuid4().hex[:6]}",
+            },
+            None,
+        )
+        _add(
+            rows,
+            {
+                "name": f"re-sync of {versions} unchanged approved versions vs their first sync",
+                "ratio": round(got["first"]["seconds"] / got["again"]["seconds"], 2),
+                "first_s": round(got["first"]["seconds"], 2),
+                "resync_s": round(got["again"]["seconds"], 2),
+                "resync_bytes": got["again"]["bytes"],
+                "first_bytes": got["first"]["bytes"],
+            },
+        )
+        if kills:
+            name = f"bench-crash-{uuid.uuid4().hex[:6]}"
+            from tests.integration.transfer_support import model_files
+
+            v = create_version(client, s3, name, model_files(big=8 * MB, small=60, seed=9))
+            client.set_registered_model_alias(name, "bench-crash", v)
+            env = {
+                **stack.env(),
+                "BRIDGE_ALIAS": "bench-crash",
+                "BRIDGE_TRANSFER_PART_SIZE": "5MiB",
+            }
+            stats = torture(env, s3, "s3://bridge-models/crash", f"{name}/{v}", kills=kills)
+            _add(
+                rows,
+                {
+                    "name": f"crash torture: {kills} SIGKILLs, every rerun verified",
+                    "value": kills,
+                    "unit": "kills",
+                    **stats,
+                },
+            )
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        if second is not None:
+            second.stop()
+        devstack.down(Path(tmp) / "stack")
+    return rows

@@ -1,0 +1,401 @@
+"""The transfer engine: copy a version's files into the store, verified, fast.
+
+Three paths, chosen per version (docs/transfer.md has the full story):
+
+* **server-side** — source and target on the same S3 endpoint: ``CopyObject``
+  (up to ``transfer_copy_threshold``, 5 GiB by default) or ``UploadPartCopy``
+  in parallel above it. No object bytes go through this process except one
+  streaming read of the source, to compute its SHA-256 while the store copies.
+* **streamed** — different endpoints: the source is read in part-size
+  chunks, each chunk uploaded as one part of a multipart upload, parts in
+  parallel (``PutObject`` for files up to one part).
+* **proxy** — no direct S3 access to the source: each file streams from the
+  MLflow server's artifact proxy into a multipart upload, then is read back.
+
+Reads: one streaming GET per object, read front to back in part-size chunks
+and re-opened at the current offset after a failure (several files are read
+at once). On the S3 servers measured, this beat parallel ranged GETs of one
+object; see docs/transfer.md.
+
+Memory: at most ``transfer_concurrency + 2`` parts are held at any time,
+across all files of a copy, whatever the model size (the proxy path streams
+through boto3's upload manager with a bounded number of files at once).
+
+Verification: a file counts as copied only when the store itself confirmed
+the bytes: the SHA-256 it computed for a ``CopyObject`` equals ours, or the
+ETag (MD5) it computed for every part equals the MD5 of the bytes we sent or
+read, or, when the store reports neither (encrypted objects, older stores),
+a full read-back of the object equals our SHA-256.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+from bridge.errors import BridgeError, TemporaryError
+from bridge.progress import Progress
+from bridge.retry import ShortRead, backoff_delay, is_transient, retrying
+from bridge.settings import Settings
+from bridge.store import S3Object, SourceBucket, Store, translate_client_error
+
+log = logging.getLogger(__name__)
+
+SERVER_SIDE, STREAMED, PROXY = (
+    "server-side copy",
+    "streaming read + multipart upload",
+    "MLflow proxy",
+)
+
+
+@dataclass(frozen=True)
+class TransferOptions:
+    part_size: int = 8 * 1024 * 1024
+    concurrency: int = 8
+    copy_threshold: int = 5 * 1024**3
+    attempts: int = 5
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TransferOptions:
+        return cls(
+            part_size=settings.transfer_part_size,
+            concurrency=settings.transfer_concurrency,
+            copy_threshold=settings.transfer_copy_threshold,
+            attempts=max(settings.s3_max_attempts, 1) + 1,
+        )
+
+
+@dataclass(frozen=True)
+class Copied:
+    path: str
+    size: int
+    sha256: str
+
+
+def ranges(size: int, part_size: int) -> list[tuple[int, int]]:
+    """[start, end) byte ranges covering ``size``; one empty range for an empty file."""
+    if size <= 0:
+        return [(0, 0)]
+    return [(start, min(start + part_size, size)) for start in range(0, size, part_size)]
+
+
+def normalize_endpoint(url: str | None) -> str:
+    return (url or "").rstrip("/").lower()
+
+
+def same_endpoint(a: str | None, b: str | None) -> bool:
+    return normalize_endpoint(a) == normalize_endpoint(b)
+
+
+@contextlib.contextmanager
+def _copy_errors(what: str, src: SourceBucket, store: Store) -> Iterator[None]:
+    """Bridge errors that name the bucket a failed request was about."""
+    from botocore.exceptions import ClientError
+
+    with store.errors(what):
+        try:
+            yield
+        except ClientError as exc:
+            source_side = exc.operation_name in ("GetObject", "HeadObject", "ListObjectsV2")
+            bucket = src.bucket if source_side else store.bucket
+            raise translate_client_error(exc, what, bucket) from None
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def _etag(value: str) -> str:
+    return value.strip('"').lower()
+
+
+class Engine:
+    """Copies files into one Store; one engine per process, reusable across versions."""
+
+    def __init__(self, store: Store, options: TransferOptions):
+        self.store = store
+        self.options = options
+        self._parts = ThreadPoolExecutor(options.concurrency, thread_name_prefix="bridge-part")
+        # Bytes in flight are bounded by these slots: one part per worker plus
+        # two being hashed, so memory stays near (concurrency + 2) x part size.
+        self._slots = threading.BoundedSemaphore(options.concurrency + 2)
+
+    def close(self) -> None:
+        self._parts.shutdown(wait=True, cancel_futures=True)
+
+    def mode(self, source) -> str:
+        direct: SourceBucket | None = getattr(source, "direct", None)
+        if direct is None:
+            return PROXY
+        if same_endpoint(direct.endpoint_url, self.store.endpoint_url):
+            return SERVER_SIDE
+        return STREAMED
+
+    # --- one version ------------------------------------------------------------
+
+    def copy_files(self, source, paths: list[str], prefix: str, progress: Progress) -> list[Copied]:
+        """Copy ``paths`` of ``source`` under ``prefix``, in parallel; fail on the first error."""
+        mode = self.mode(source)
+        # Proxy streams buffer inside boto3's upload manager (2 parts each).
+        limit = self.options.concurrency if mode != PROXY else max(1, self.options.concurrency // 2)
+        workers = max(1, min(limit, len(paths)))
+        results: dict[str, Copied] = {}
+        with ThreadPoolExecutor(workers, thread_name_prefix="bridge-file") as files:
+            futures = {
+                files.submit(self._copy_one, source, mode, path, prefix + path, progress): path
+                for path in paths
+            }
+            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            for fut in pending:
+                fut.cancel()
+            wait(pending)
+            for fut in done:
+                if fut.exception() is not None:
+                    raise fut.exception()
+            for fut, path in futures.items():
+                results[path] = fut.result()
+        return [results[p] for p in paths]
+
+    def _copy_one(self, source, mode: str, path: str, key: str, progress: Progress) -> Copied:
+        if mode == PROXY:
+            copied = self._proxy(source, path, key, progress)
+        else:
+            obj = source.object(path)
+            what = f"copying {source.direct.uri(obj.key)} to {self.store.uri(key)}"
+            with _copy_errors(what, source.direct, self.store):
+                if mode == SERVER_SIDE:
+                    copied = self._server_side(source.direct, obj, path, key, progress)
+                else:
+                    copied = self._streamed(source.direct, obj, path, key, progress)
+        progress.file_done(path, copied.size, mode)
+        return copied
+
+    # --- reading ------------------------------------------------------------
+
+    def _chunks(self, open_at: Callable[[int], object], size: int, what: str) -> Iterator[bytes]:
+        """Read an object front to back in part-size chunks, resuming after failures.
+
+        One streaming GET per object (re-opened at the current offset after a
+        reset, a timeout or a cut body, with backoff). Before each chunk is read
+        a slot is taken; the caller gives it back (``self._slots.release()``)
+        once it is done with the chunk, which bounds memory across all files.
+        """
+        offset, failures, body = 0, 0, None
+        try:
+            while offset < size:
+                want = min(self.options.part_size, size - offset)
+                self._slots.acquire()
+                try:
+                    if body is None:
+                        body = open_at(offset)
+                    data = _read_exact(body, want)
+                except BaseException as exc:
+                    self._slots.release()
+                    _close(body)
+                    body = None
+                    if not isinstance(exc, Exception) or not is_transient(exc):
+                        raise
+                    failures += 1
+                    if failures >= self.options.attempts:
+                        raise
+                    delay = backoff_delay(failures)
+                    log.debug("%s: %s at byte %d; resuming in %.2fs", what, exc, offset, delay)
+                    time.sleep(delay)
+                    continue
+                failures = 0
+                offset += len(data)
+                yield data
+        finally:
+            _close(body)
+
+    def _retry(self, what: str, fn):
+        return retrying(what, fn, self.options.attempts)
+
+    def _source_chunks(self, src: SourceBucket, obj: S3Object) -> Iterator[bytes]:
+        return self._chunks(lambda off: src.open_at(obj, off), obj.size, f"read {obj.key}")
+
+    # --- server-side ---------------------------------------------------------
+
+    def _server_side(
+        self, src: SourceBucket, obj: S3Object, path: str, key: str, progress: Progress
+    ) -> Copied:
+        spans = ranges(obj.size, self.options.part_size)
+        if obj.size <= self.options.copy_threshold:
+            # the store copies while this thread hashes one streaming read of the source
+            copy = self._parts.submit(
+                self._retry, f"copy {obj.key}", lambda: self.store.copy_object(obj, key)
+            )
+            sha = hashlib.sha256()
+            try:
+                for data in self._source_chunks(src, obj):
+                    sha.update(data)
+                    self._slots.release()
+                    progress.add_bytes(len(data))
+            finally:
+                server_sha = copy.result()
+            digest = sha.hexdigest()
+            if server_sha is not None:
+                if server_sha != digest:
+                    raise TemporaryError(
+                        f"{self.store.uri(key)}: the store's SHA-256 of the copy does not match "
+                        f"the source {src.uri(obj.key)}; it will be copied again"
+                    )
+                return Copied(path, obj.size, digest)
+            return self._read_back(path, key, obj.size, digest)
+
+        upload_id = self.store.create_multipart(key, checksum=False)
+        sha, md5s = hashlib.sha256(), []
+        try:
+            futures = [
+                self._parts.submit(
+                    self._retry,
+                    f"copy part {i + 1} of {obj.key}",
+                    lambda i=i, a=a, b=b: self.store.upload_part_copy(
+                        key, upload_id, i + 1, obj, a, b
+                    ),
+                )
+                for i, (a, b) in enumerate(spans)
+            ]
+            try:
+                for data in self._source_chunks(src, obj):
+                    sha.update(data)
+                    md5s.append(_md5(data))
+                    self._slots.release()
+                    progress.add_bytes(len(data))
+            finally:
+                parts = [f.result() for f in futures]
+            self._retry(
+                f"complete {key}", lambda: self.store.complete_multipart(key, upload_id, parts)
+            )
+        except BaseException:
+            self._abort(key, upload_id)
+            raise
+        digest = sha.hexdigest()
+        if [_etag(p["ETag"]) for p in parts] == md5s:
+            return Copied(path, obj.size, digest)
+        return self._read_back(path, key, obj.size, digest)
+
+    # --- streamed --------------------------------------------------------------
+
+    def _streamed(
+        self, src: SourceBucket, obj: S3Object, path: str, key: str, progress: Progress
+    ) -> Copied:
+        single = obj.size <= self.options.part_size
+        upload_id = None if single else self.store.create_multipart(key, checksum=True)
+        sha = hashlib.sha256()
+        futures: list[Future] = []
+
+        def upload(i: int, data: bytes, part_sha: str):
+            try:
+                if upload_id is None:
+                    etag = self._retry(
+                        f"upload {key}", lambda: self.store.put_object(key, data, part_sha)
+                    )
+                    return None, _etag(etag) == _md5(data)
+                p = self._retry(
+                    f"upload part {i + 1} of {key}",
+                    lambda: self.store.upload_part(key, upload_id, i + 1, data, part_sha),
+                )
+                return p, _etag(p["ETag"]) == _md5(data)
+            finally:
+                self._slots.release()
+
+        try:
+            chunks = self._source_chunks(src, obj) if obj.size else iter([b""])
+            for i, data in enumerate(chunks):
+                if not obj.size:
+                    self._slots.acquire()  # keep the release in upload() balanced
+                sha.update(data)
+                futures.append(
+                    self._parts.submit(upload, i, data, hashlib.sha256(data).hexdigest())
+                )
+                progress.add_bytes(len(data))
+                failed = [f for f in futures if f.done() and f.exception() is not None]
+                if failed:
+                    raise failed[0].exception()
+            results = [f.result() for f in futures]
+            if upload_id is not None:
+                parts = [p for p, _ in results]
+                self._retry(
+                    f"complete {key}", lambda: self.store.complete_multipart(key, upload_id, parts)
+                )
+        except BaseException:
+            for f in futures:
+                if f.cancel():
+                    self._slots.release()  # upload() never ran for it
+            wait(futures)
+            if upload_id is not None:
+                self._abort(key, upload_id)
+            raise
+        digest = sha.hexdigest()
+        if all(ok for _, ok in results):
+            return Copied(path, obj.size, digest)
+        return self._read_back(path, key, obj.size, digest)
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        try:
+            self.store.abort_multipart(key, upload_id)
+        except BridgeError as exc:
+            log.warning("could not abort the upload to %s: %s", self.store.uri(key), exc)
+
+    # --- proxy ----------------------------------------------------------------
+
+    def _proxy(self, source, path: str, key: str, progress: Progress) -> Copied:
+        def once():
+            with source.open(path) as stream:
+                return self.store.upload_stream(
+                    key, stream, part_size=self.options.part_size, concurrency=2
+                )
+
+        size, digest = retrying(f"copy {path}", once, self.options.attempts)
+        progress.add_bytes(size)
+        return self._read_back(path, key, size, digest)
+
+    # --- verification -----------------------------------------------------------
+
+    def _read_back(self, path: str, key: str, size: int, digest: str) -> Copied:
+        got = self.object_digest(key)
+        if got != (size, digest):
+            raise TemporaryError(
+                f"{self.store.uri(key)} does not match what was read from the source; "
+                "it will be copied again"
+            )
+        return Copied(path, size, digest)
+
+    def object_digest(self, key: str, size: int | None = None) -> tuple[int, str]:
+        """(size, sha256) of a stored object, read as one resumable stream."""
+        if size is None:
+            head = self.store.head(key)
+            if head is None:
+                return (-1, "")
+            size = head["ContentLength"]
+        sha, total = hashlib.sha256(), 0
+        with self.store.errors(f"verifying {self.store.uri(key)}"):
+            for data in self._chunks(lambda off: self.store.open_at(key, off), size, key):
+                sha.update(data)
+                total += len(data)
+                self._slots.release()
+        return total, sha.hexdigest()
+
+
+def _read_exact(body, n: int) -> bytes:
+    """Exactly ``n`` bytes from a response body, or ShortRead if it ends early."""
+    buf = bytearray()
+    while len(buf) < n:
+        data = body.read(min(n - len(buf), 1024 * 1024))
+        if not data:
+            raise ShortRead(f"the body ended after {len(buf)} of {n} bytes")
+        buf += data
+    return bytes(buf)
+
+
+def _close(body) -> None:
+    if body is not None:
+        with contextlib.suppress(Exception):
+            body.close()

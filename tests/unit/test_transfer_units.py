@@ -1,0 +1,203 @@
+"""Pure parts of the transfer engine: ranges, URI mapping, retries, bounded memory, progress."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+
+from bridge.errors import UsageError
+from bridge.progress import Progress, human_bytes, is_live
+from bridge.registry import source_s3_uri
+from bridge.retry import ShortRead, is_transient, retrying
+from bridge.settings import load_settings, parse_size
+from bridge.store import b64_to_hex, hex_to_b64
+from bridge.transfer import Engine, TransferOptions, ranges, same_endpoint
+
+
+def _client_error(code: str, status: int) -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "GetObject",
+    )
+
+
+def test_ranges_cover_every_byte_once():
+    assert ranges(0, 5) == [(0, 0)]
+    assert ranges(5, 5) == [(0, 5)]
+    assert ranges(11, 5) == [(0, 5), (5, 10), (10, 11)]
+    spans = ranges(10**9 + 7, 16 * 1024 * 1024)
+    assert spans[0][0] == 0 and spans[-1][1] == 10**9 + 7
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+
+
+def test_same_endpoint_ignores_case_and_trailing_slash():
+    assert same_endpoint("http://S3:9000/", "http://s3:9000")
+    assert same_endpoint(None, None)  # both AWS
+    assert not same_endpoint("http://127.0.0.1:9000", "http://localhost:9000")
+
+
+@pytest.mark.parametrize(
+    ("uri", "dest", "expected"),
+    [
+        (
+            "mlflow-artifacts:/1/models/m-x/artifacts",
+            "s3://art/",
+            "s3://art/1/models/m-x/artifacts",
+        ),
+        (
+            "mlflow-artifacts://mlflow:5000/1/r/artifacts/model",
+            "s3://art/root",
+            "s3://art/root/1/r/artifacts/model",
+        ),
+        ("s3://other/path/model", None, "s3://other/path/model"),
+        ("mlflow-artifacts:/1/models/m-x/artifacts", None, None),
+        ("gs://bucket/model", "s3://art/", None),
+    ],
+)
+def test_source_uri_mapping(uri, dest, expected):
+    env = {"BRIDGE_SOURCE_ARTIFACTS_URI": dest} if dest else {}
+    assert source_s3_uri(uri, load_settings(env=env)) == expected
+
+
+def test_transfer_settings_parse_and_validate():
+    s = load_settings(
+        env={
+            "BRIDGE_TRANSFER_PART_SIZE": "8MiB",
+            "BRIDGE_TRANSFER_CONCURRENCY": "4",
+            "BRIDGE_TRANSFER_COPY_THRESHOLD": "1GiB",
+            "MLFLOW_S3_ENDPOINT_URL": "http://minio:9000",
+        }
+    )
+    assert (s.transfer_part_size, s.transfer_concurrency) == (8 * 1024**2, 4)
+    assert s.transfer_copy_threshold == 1024**3
+    assert s.source_endpoint_url == "http://minio:9000"  # MLflow's own variable is honoured
+    assert parse_size("16777216") == parse_size("16M") == 16 * 1024**2
+    for bad in (
+        {"BRIDGE_TRANSFER_PART_SIZE": "1MiB"},
+        {"BRIDGE_TRANSFER_COPY_THRESHOLD": "6GiB"},
+        {"BRIDGE_TRANSFER_CONCURRENCY": "0"},
+        {"BRIDGE_SOURCE_ARTIFACTS_URI": "/local/dir"},
+        {"BRIDGE_PROGRESS": "sometimes"},
+    ):
+        with pytest.raises(UsageError):
+            load_settings(env=bad)
+
+
+def test_transient_and_permanent_errors():
+    assert is_transient(_client_error("SlowDown", 503))
+    assert is_transient(_client_error("InternalError", 500))
+    assert is_transient(EndpointConnectionError(endpoint_url="http://s3"))
+    assert is_transient(ConnectionResetError())
+    assert is_transient(ShortRead("cut"))
+    assert not is_transient(_client_error("AccessDenied", 403))
+    assert not is_transient(_client_error("NoSuchBucket", 404))
+
+
+def test_retrying_backs_off_then_succeeds_and_fails_fast_on_permanent():
+    sleeps: list[float] = []
+    calls = iter([_client_error("SlowDown", 503), ConnectionResetError(), "ok"])
+
+    def flaky():
+        item = next(calls)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    assert retrying("x", flaky, 5, sleep=sleeps.append, base=1.0) == "ok"
+    assert len(sleeps) == 2 and 0 <= sleeps[0] <= 1.0 and 0 <= sleeps[1] <= 2.0
+
+    denied = []
+
+    def forbidden():
+        denied.append(1)
+        raise _client_error("AccessDenied", 403)
+
+    with pytest.raises(ClientError):
+        retrying("x", forbidden, 5, sleep=sleeps.append)
+    assert denied == [1]
+
+    with pytest.raises(ConnectionResetError):
+        retrying(
+            "x", lambda: (_ for _ in ()).throw(ConnectionResetError()), 3, sleep=lambda _: None
+        )
+
+
+class _Body:
+    """A response body that can be cut short once, like a reset connection."""
+
+    def __init__(self, data: bytes, cut_at: int | None):
+        self.data, self.pos, self.cut_at = data, 0, cut_at
+
+    def read(self, n: int) -> bytes:
+        if self.cut_at is not None and self.pos >= self.cut_at:
+            raise ConnectionResetError("reset by peer")
+        end = self.pos + n if self.cut_at is None else min(self.pos + n, self.cut_at)
+        chunk = self.data[self.pos : end]
+        self.pos += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        pass
+
+
+def test_chunks_resume_after_a_reset_and_bound_memory(monkeypatch):
+    monkeypatch.setattr("bridge.transfer.time.sleep", lambda _s: None)
+    part = 5 * 1024 * 1024
+    engine = Engine(store=None, options=TransferOptions(part_size=part, concurrency=1))
+    data = bytes(range(256)) * (3 * part // 256 + 7)
+    opened = []
+
+    def open_at(offset):
+        opened.append(offset)
+        cut = part + 123 if len(opened) == 1 else None  # first stream dies mid-part 2
+        body = _Body(data, cut)
+        body.pos = offset
+        return body
+
+    out = []
+    for chunk in engine._chunks(open_at, len(data), "obj"):
+        out.append(chunk)
+        # all slots but the held ones are free: concurrency + 2 = 3 in total
+        assert engine._slots._value == 2
+        engine._slots.release()
+    assert b"".join(out) == data
+    assert [len(c) for c in out[:-1]] == [part] * (len(out) - 1)
+    assert opened == [0, part]  # resumed at the start of the cut part
+    assert engine._slots._value == 3
+    engine.close()
+
+
+def test_checksum_encoding():
+    digest = "ab" * 32
+    assert b64_to_hex(hex_to_b64(digest)) == digest
+    assert b64_to_hex("abc=-3") is None  # composite multipart checksum
+    assert b64_to_hex(None) is None
+
+
+def test_progress_line_and_liveness():
+    now = [0.0]
+    out = io.StringIO()
+    p = Progress("m v1", 4 * 1024**2, 2, live=True, stream=out, interval=0, clock=lambda: now[0])
+    now[0] = 1.0
+    p.add_bytes(1024**2)
+    line = p.line()
+    assert "1.0 MiB / 4.0 MiB" in line and "0/2 files" in line and "1.0 MiB/s" in line
+    assert "ETA 3s" in line
+    p.file_done("a", 1024**2, "server-side copy")
+    p.finish("server-side copy")
+    assert out.getvalue().endswith("\n") and "\r" in out.getvalue()
+    assert human_bytes(1536) == "1.5 KiB"
+    assert is_live("always") and not is_live("never")
+    assert not is_live("auto", io.StringIO())
+
+
+def test_source_changed_mid_copy_is_temporary():
+    from bridge.errors import PermanentError, TemporaryError
+    from bridge.store import translate_client_error
+
+    err = translate_client_error(_client_error("PreconditionFailed", 412), "copying a", "b")
+    assert isinstance(err, TemporaryError) and "changed while it was copied" in str(err)
+    denied = translate_client_error(_client_error("AccessDenied", 403), "copying a", "b")
+    assert isinstance(denied, PermanentError) and denied.exit_code == 2
