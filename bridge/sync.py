@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +23,7 @@ from bridge.gitops import OutputChange, OutputDir
 from bridge.names import k8s_name
 from bridge.overrides import ServingSpec, parse_runtimes, resolve
 from bridge.publish import PublishedVersion, Publisher, check_same_version
-from bridge.registry import RegisteredModelInfo, Registry
+from bridge.registry import ModelVersionInfo, RegisteredModelInfo, Registry
 from bridge.runtime_fit import (
     DEFAULT_RUNTIME_PACKAGES,
     check_python_env,
@@ -191,6 +192,9 @@ class Reconciler:
         self._fit_cache: dict[str, _Fit] = {}  # published paths never change: cache by digest
         self._kube = kube
         self.verify = False
+        # Read ahead by each pass (see _prefetch).
+        self._infos: dict[tuple[str, str], ModelVersionInfo] = {}
+        self._markers: dict[tuple[str, str], PublishedVersion | BridgeError | None] = {}
 
     @property
     def kube(self):
@@ -209,6 +213,7 @@ class Reconciler:
         alias = self.settings.alias
         approved = [m for m in registered if alias in m.aliases]
         names, clashes = assign_names(approved)
+        self._prefetch(approved, names)
 
         report = SyncReport()
         desired: dict[str, dict] = {}
@@ -271,23 +276,61 @@ class Reconciler:
         result.bytes_copied += pv.bytes_copied
         return result, resource
 
+    def _prefetch(self, approved: list[RegisteredModelInfo], names: dict[str, str]) -> None:
+        """Read every needed version (batched searches) and marker (in parallel) up front,
+        so a pass over an unchanged registry costs a few searches and one GET per version
+        instead of several MLflow round trips per version."""
+        pairs = [
+            (m.name, m.aliases[a])
+            for m in approved
+            if m.name in names
+            for a in (self.settings.alias, self.settings.canary_alias)
+            if a in m.aliases
+        ]
+        self._infos = self.registry.model_versions(pairs) if pairs else {}
+
+        def marker(key: tuple[str, str]):
+            try:
+                return self.publisher.published(*key)
+            except BridgeError as exc:  # reported by the model it belongs to
+                return exc
+
+        keys = sorted({(names[n], v) for n, v in pairs})
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            self._markers = dict(zip(keys, pool.map(marker, keys), strict=True))
+
     def _publish(self, model: str, kname: str, version: str) -> tuple[PublishedVersion, str]:
         """The published version and what this pass did: "synced" (copied now),
         "repaired" (--verify found damage and fixed it) or "unchanged"."""
-        info = self.registry.model_version(model, version)
+        info = self._infos.get((model, version)) or self.registry.model_version(model, version)
         if info.status != "READY":
             raise CheckFailed(f"model {model!r} version {version} is {info.status}, not READY")
-        before = self.publisher.published(kname, version)
+        before = self._markers.pop((kname, version), None)
+        if isinstance(before, BridgeError):
+            raise before
         if before is None:
+            before = self.publisher.published(kname, version)
+        if before is None:
+            info = self._with_download_uri(info)
             source = self.registry.artifact_source(info.download_uri)
             return self.publisher.copy(info, source, kname), "synced"
-        check_same_version(before, info)
+        # Same model and same run (run ids are unique) is the same version; anything
+        # else gets the full check against the registry's download URI.
+        if not (before.model == info.name and before.run_id and before.run_id == info.run_id):
+            info = self._with_download_uri(info)
+            check_same_version(before, info)
         if not self.verify:
             return before, "unchanged"
+        info = self._with_download_uri(info)
+        check_same_version(before, info)
         pv, repaired = self.publisher.verify_and_repair(
             before, info, lambda: self.registry.artifact_source(info.download_uri), kname
         )
         return pv, "repaired" if repaired else "unchanged"
+
+    def _with_download_uri(self, info: ModelVersionInfo) -> ModelVersionInfo:
+        """``info`` with the registry's download URI (one more request when batched)."""
+        return info if info.download_uri else self.registry.model_version(info.name, info.version)
 
     def _fit(
         self, model: str, kname: str, pv: PublishedVersion, spec: ServingSpec, result: ModelResult
