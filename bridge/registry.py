@@ -379,9 +379,26 @@ class ArtifactSource:
                 shutil.rmtree(tmp, ignore_errors=True)
 
     def read_bytes(self, path: str, limit: int = 10 * 1024 * 1024) -> bytes:
-        """Read a small file (such as MLmodel) whole, refusing anything over ``limit``."""
-        with self.open(path) as fh:
-            data = fh.read(limit + 1)
+        """Read a small file (such as MLmodel) whole, refusing anything over ``limit``.
+
+        A whole small read can simply be repeated, so a reset mid-body is retried."""
+        if self.direct is not None:
+            from bridge.retry import retrying
+
+            try:
+                obj = self.object(path)
+            except KeyError:
+                raise CheckFailed(f"{path} is not under {self.direct.uri()}") from None
+
+            def fetch() -> bytes:
+                with self.direct.open(obj) as stream:
+                    return stream.read(limit + 1)
+
+            with self.direct.errors(f"reading {self.direct.uri(obj.key)}"):
+                data = retrying(f"reading {path}", fetch)
+        else:
+            with self.open(path) as fh:
+                data = fh.read(limit + 1)
         if len(data) > limit:
             raise CheckFailed(f"{path} at {self.uri} is larger than {limit} bytes")
         return data

@@ -195,13 +195,22 @@ class Store:
 
     def get_bytes(self, key: str, limit: int = 16 * 1024 * 1024) -> bytes | None:
         """A small object whole, or None when it does not exist."""
-        with self.errors(f"reading {self.uri(key)}"):
+        from bridge.retry import retrying
+
+        def fetch() -> bytes | None:
             try:
                 resp = self._client.get_object(Bucket=self.bucket, Key=key)
             except self._client.exceptions.NoSuchKey:
                 return None
             with contextlib.closing(resp["Body"]) as body:
-                data = body.read(limit + 1)
+                return body.read(limit + 1)
+
+        # botocore retries the request, not a reset while the body is read: a whole
+        # small read is simply repeated.
+        with self.errors(f"reading {self.uri(key)}"):
+            data = retrying(f"reading {self.uri(key)}", fetch)
+        if data is None:
+            return None
         if len(data) > limit:
             raise PermanentError(f"{self.uri(key)} is larger than {limit} bytes")
         return data
