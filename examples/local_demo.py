@@ -103,8 +103,11 @@ def run_demo(stack) -> int:
     if sync.returncode != 0:
         print(f"error: bridge sync failed with exit code {sync.returncode}", file=sys.stderr)
         return sync.returncode
-    manifest = next(p for p in sorted(manifests.glob("*.yaml")) if p.name != "kustomization.yaml")
-    isvc = yaml.safe_load(manifest.read_text())
+    manifest, isvc = next(
+        (p, doc)
+        for p in sorted(manifests.glob("*.yaml"))
+        if (doc := yaml.safe_load(p.read_text())).get("kind") == "InferenceService"
+    )
     storage_uri = isvc["spec"]["predictor"]["model"]["storageUri"]
     digest = isvc["metadata"]["annotations"]["mlflow-kubeflow-bridge.io/content-digest"]
 
