@@ -122,6 +122,11 @@ def run() -> list[dict]:
     saved = dict(os.environ)
     try:
         os.environ.update(stack.env())
+        # Benchmarks share one process: point mlflow's global client at this stack
+        # (an earlier benchmark may have left it on a stack that is gone).
+        import mlflow
+
+        mlflow.set_tracking_uri(stack.mlflow_url)
         second = SecondS3(tmp)
         client = MlflowClient(stack.mlflow_url)
         s3 = s3_client(stack.s3_url)
