@@ -62,6 +62,17 @@ def target_options(f):
     )(f)
 
 
+def output_option(default: str, help: str = "Report format on stdout."):
+    """--output DEFAULT|json: every command prints for people by default, JSON for scripts."""
+    return click.option(
+        "--output",
+        type=click.Choice([default, "json"]),
+        default=default,
+        show_default=True,
+        help=help,
+    )
+
+
 def models_option(f):
     return click.option(
         "--model",
@@ -126,13 +137,7 @@ def cli(ctx, config, log_format, log_level, debug):
     help="GitOps directory for the YAML [env: BRIDGE_OUTPUT_DIR].",
 )
 @models_option
-@click.option(
-    "--output",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Report format on stdout.",
-)
+@output_option("text")
 @click.option(
     "--apply",
     is_flag=True,

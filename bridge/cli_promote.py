@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from bridge.cli import pass_ctx, target_options, tracking_option
+from bridge.cli import output_option, pass_ctx, target_options, tracking_option
 from bridge.errors import BridgeError, UsageError
 
 _STYLE = {
@@ -114,13 +114,7 @@ def _write_junit(path: str, gates, suite: str, error: str | None) -> None:
 )
 @click.option("--dry-run", is_flag=True, help="Run every gate, change nothing.")
 @click.option("--reason", metavar="TEXT", help="Why: kept in the history.")
-@click.option(
-    "--output",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Report format on stdout.",
-)
+@output_option("text")
 @click.option(
     "--junit", metavar="FILE", help="Also write a JUnit XML report: one test case per gate."
 )
@@ -246,13 +240,7 @@ def _print_gates(result) -> None:
     "--to", "to", metavar="N", help="Version to move to (default: the previous one in the history)."
 )
 @click.option("--reason", metavar="TEXT", help="Why: kept in the history.")
-@click.option(
-    "--output",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Report format on stdout.",
-)
+@output_option("text")
 @tracking_option
 @pass_ctx
 def rollback(ctx, model, alias, to, reason, output, **flags):
@@ -294,13 +282,7 @@ def rollback(ctx, model, alias, to, reason, output, **flags):
 @click.command()
 @click.argument("model")
 @click.option("--alias", metavar="ALIAS", help="Only moves of this alias.")
-@click.option(
-    "--output",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="Report format on stdout.",
-)
+@output_option("table")
 @tracking_option
 @pass_ctx
 def history(ctx, model, alias, output, **flags):

@@ -7,19 +7,20 @@ import os
 
 import click
 
-from bridge.cli import Context, models_option, pass_ctx, target_options, tracking_option
+from bridge.cli import (
+    Context,
+    models_option,
+    output_option,
+    pass_ctx,
+    target_options,
+    tracking_option,
+)
 from bridge.status_text import format_table
 
 
 @click.command("status")
 @models_option
-@click.option(
-    "--output",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="A table for people or JSON for scripts.",
-)
+@output_option("table", help="A table for people or JSON for scripts.")
 @click.option(
     "--output-dir",
     type=click.Path(file_okay=False),
