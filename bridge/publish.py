@@ -21,6 +21,7 @@ import yaml
 from bridge.errors import BridgeError, CheckFailed, TemporaryError
 from bridge.progress import Progress, is_live
 from bridge.registry import ArtifactFile, ArtifactSource, ModelVersionInfo
+from bridge.runtime_fit import NEEDS_FILES, ModelNeeds
 from bridge.store import Store
 from bridge.transfer import Engine, TransferOptions
 
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 
 MARKER_NAME = ".bridge-manifest.json"
 MARKER_FORMAT = 1
+# Model files copied into the marker (for the runtime-fit check) only up to this size.
+NEEDS_LIMIT = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class PublishedVersion:
     source_uri: str
     files: tuple[FileRecord, ...]
     bytes_copied: int = 0
+    registry_source: str | None = None  # the version's `source` in the registry
+    needs: ModelNeeds | None = None  # None in markers written before it was recorded
 
 
 def content_digest(files: list[FileRecord] | tuple[FileRecord, ...]) -> str:
@@ -104,6 +109,20 @@ def plan_files(files: list[ArtifactFile], model: str, version: str, uri: str) ->
     return files
 
 
+def read_needs(
+    mlmodel: bytes, source: ArtifactSource, files: dict[str, ArtifactFile]
+) -> ModelNeeds | None:
+    """What the model asks of its runtime, for the marker; None if its files are too big
+    to carry there (the fit check then reads them from the store)."""
+    present = [n for n in NEEDS_FILES if n in files]
+    if any((files[n].size or 0) > NEEDS_LIMIT for n in present):
+        return None
+    texts = {n: source.read_bytes(n) for n in present}
+    if any(len(t) > NEEDS_LIMIT for t in texts.values()):
+        return None
+    return ModelNeeds.from_files(mlmodel, texts)
+
+
 def marker_bytes(pv: PublishedVersion) -> bytes:
     body = {
         "format": MARKER_FORMAT,
@@ -114,6 +133,10 @@ def marker_bytes(pv: PublishedVersion) -> bytes:
         "digest": pv.digest,
         "files": [f.__dict__ for f in sorted(pv.files, key=lambda r: r.path)],
     }
+    if pv.registry_source is not None:
+        body["registry_source"] = pv.registry_source
+    if pv.needs is not None:
+        body["needs"] = pv.needs.__dict__
     return (json.dumps(body, sort_keys=True, indent=1) + "\n").encode()
 
 
@@ -129,6 +152,8 @@ def parse_marker(data: bytes, storage_uri: str) -> PublishedVersion | None:
             run_id=body.get("run_id"),
             source_uri=body["source_uri"],
             files=files,
+            registry_source=body.get("registry_source"),
+            needs=ModelNeeds(**body["needs"]) if body.get("needs") is not None else None,
         )
     except (ValueError, KeyError, TypeError):
         return None
@@ -205,7 +230,9 @@ class Publisher:
         or a marker over a complete, verified target.
         """
         files = plan_files(source.list_files(), info.name, info.version, info.download_uri)
-        check_pyfunc(source.read_bytes("MLmodel"), info.name, info.version)
+        mlmodel = source.read_bytes("MLmodel")
+        check_pyfunc(mlmodel, info.name, info.version)
+        needs = read_needs(mlmodel, source, {f.path: f for f in files})
         prefix = self.version_prefix(model_key, info.version)
         self.abort_stale_uploads(prefix)
         leftovers = set(self.store.list_keys(prefix))
@@ -232,6 +259,8 @@ class Publisher:
                 source_uri=info.download_uri,
                 files=tuple(records),
                 bytes_copied=sum(r.size for r in records),
+                registry_source=info.source,
+                needs=needs,
             )
             self.store.put_bytes(prefix + MARKER_NAME, marker_bytes(pv))
         except BaseException:

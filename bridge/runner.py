@@ -129,8 +129,12 @@ def render_version(settings: Settings, model: str, version: str) -> str:
     runtimes = parse_runtimes(settings.runtimes)
     spec = resolve(model, registered.tags, serving_defaults(settings), runtimes)
     if published is not None:
-        mlmodel = store.get_bytes(publisher.version_prefix(kname, info.version) + "MLmodel")
-        fmt = model_format_version(mlflow_major(mlmodel), supported_versions(runtimes, spec))
+        if published.needs is not None:
+            major = published.needs.mlflow_major
+        else:
+            prefix = publisher.version_prefix(kname, info.version)
+            major = mlflow_major(store.get_bytes(prefix + "MLmodel"))
+        fmt = model_format_version(major, supported_versions(runtimes, spec))
         served = replace(served, format_version=fmt)
     resource = inference_service(
         DesiredService(model, kname, settings.alias, served, spec), serving_options(settings)

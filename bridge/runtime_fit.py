@@ -143,16 +143,58 @@ def check_python_env(python_env: str, provided: dict[str, Provided]) -> list[str
     return []
 
 
-def mlflow_major(mlmodel: bytes | str | None) -> str | None:
-    """The major MLflow version an MLmodel file was written by, if it says."""
+# The files of a model version whose content the runtime-fit check reads.
+NEEDS_FILES = ("requirements.txt", "python_env.yaml")
+
+
+@dataclass(frozen=True)
+class ModelNeeds:
+    """What a model version asks of its runtime, as its files say (kept in the marker,
+    so a re-sync checks the fit without reading them again)."""
+
+    mlflow_version: str | None = None
+    requirements: str | None = None  # requirements.txt, if the model has one
+    python_env: str | None = None  # python_env.yaml, if the model has one
+
+    @classmethod
+    def from_files(cls, mlmodel: bytes | None, files: dict[str, bytes | None]) -> ModelNeeds:
+        def text(name: str) -> str | None:
+            data = files.get(name)
+            return None if data is None else data.decode("utf-8", "replace")
+
+        return cls(mlflow_version(mlmodel), text("requirements.txt"), text("python_env.yaml"))
+
+    @property
+    def mlflow_major(self) -> str | None:
+        return (self.mlflow_version or "").split(".")[0] or None
+
+    def problems(self, provided: dict[str, Provided]) -> list[str]:
+        """Everything the runtime image described by ``provided`` lacks."""
+        if not provided:
+            return []
+        found = []
+        if self.requirements is not None:
+            found += check_requirements(self.requirements, provided)
+        if self.python_env is not None:
+            found += check_python_env(self.python_env, provided)
+        return found
+
+
+def mlflow_version(mlmodel: bytes | str | None) -> str | None:
+    """The MLflow version an MLmodel file was written by, if it says."""
     if not mlmodel:
         return None
     try:
         spec = yaml.safe_load(mlmodel) or {}
     except yaml.YAMLError:
         return None
-    version = str(spec.get("mlflow_version", "")) if isinstance(spec, dict) else ""
-    return version.split(".")[0] or None
+    version = str(spec.get("mlflow_version", "")).strip() if isinstance(spec, dict) else ""
+    return version or None
+
+
+def mlflow_major(mlmodel: bytes | str | None) -> str | None:
+    """The major MLflow version an MLmodel file was written by, if it says."""
+    return ModelNeeds(mlflow_version(mlmodel)).mlflow_major
 
 
 def model_format_version(major: str | None, supported: tuple[str, ...]) -> str | None:

@@ -26,9 +26,8 @@ from bridge.publish import PublishedVersion, Publisher, check_same_version
 from bridge.registry import ModelVersionInfo, RegisteredModelInfo, Registry
 from bridge.runtime_fit import (
     DEFAULT_RUNTIME_PACKAGES,
-    check_python_env,
-    check_requirements,
-    mlflow_major,
+    NEEDS_FILES,
+    ModelNeeds,
     model_format_version,
     parse_provided,
 )
@@ -314,9 +313,7 @@ class Reconciler:
             info = self._with_download_uri(info)
             source = self.registry.artifact_source(info.download_uri)
             return self.publisher.copy(info, source, kname), "synced"
-        # Same model and same run (run ids are unique) is the same version; anything
-        # else gets the full check against the registry's download URI.
-        if not (before.model == info.name and before.run_id and before.run_id == info.run_id):
+        if not same_registry_version(before, info):
             info = self._with_download_uri(info)
             check_same_version(before, info)
         if not self.verify:
@@ -338,16 +335,8 @@ class Reconciler:
         """Check the version against the runtime; pick a modelFormat version a runtime lists."""
         fit = self._fit_cache.get(pv.digest)
         if fit is None:
-            prefix = self.publisher.version_prefix(kname, pv.version)
-            files = {f.path for f in pv.files}
-            problems: list[str] = []
-            if self.provided and "requirements.txt" in files:
-                text = self.store.get_bytes(prefix + "requirements.txt") or b""
-                problems += check_requirements(text.decode("utf-8", "replace"), self.provided)
-            if self.provided and "python_env.yaml" in files:
-                text = self.store.get_bytes(prefix + "python_env.yaml") or b""
-                problems += check_python_env(text.decode("utf-8", "replace"), self.provided)
-            fit = _Fit(mlflow_major(self.store.get_bytes(prefix + "MLmodel")), tuple(problems))
+            needs = pv.needs or self._stored_needs(kname, pv)
+            fit = _Fit(needs.mlflow_major, tuple(needs.problems(self.provided)))
             self._fit_cache[pv.digest] = fit
         runtime = spec.runtime or "the auto-selected runtime"
         if fit.problems:
@@ -373,6 +362,14 @@ class Reconciler:
                 fit.mlflow_major,
             )
         return _served(pv, fmt)
+
+    def _stored_needs(self, kname: str, pv: PublishedVersion) -> ModelNeeds:
+        """Read what the model needs from the published files (markers that predate
+        recording it in the marker)."""
+        prefix = self.publisher.version_prefix(kname, pv.version)
+        present = {f.path for f in pv.files}
+        texts = {n: self.store.get_bytes(prefix + n) or b"" for n in NEEDS_FILES if n in present}
+        return ModelNeeds.from_files(self.store.get_bytes(prefix + "MLmodel"), texts)
 
     def _write_output(self, output_dir, report, desired, in_scope) -> OutputChange:
         out = OutputDir(output_dir)
@@ -426,6 +423,20 @@ class Reconciler:
             ):
                 report.results.append(ModelResult(name, name, "removed"))
         return change
+
+
+def same_registry_version(pv: PublishedVersion, info: ModelVersionInfo) -> bool:
+    """Is the published ``pv`` this registry version, judged without another request?
+
+    Same model and the same run (run ids are unique), or the same registry source
+    (a version's source never changes), is the same version. False means "not
+    known": the caller checks against the registry's download URI.
+    """
+    if pv.model != info.name:
+        return False
+    if pv.run_id and pv.run_id == info.run_id:
+        return True
+    return bool(pv.registry_source) and pv.registry_source == info.source
 
 
 def _namespace_of(text: str) -> str | None:

@@ -9,7 +9,15 @@ import pytest
 from bridge.names import k8s_name
 
 from .conftest import unique
-from .transfer_support import SecondS3, check_target, create_version, model_files, split, stored
+from .transfer_support import (
+    MLMODEL,
+    SecondS3,
+    check_target,
+    create_version,
+    model_files,
+    split,
+    stored,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +49,51 @@ def test_server_side_copy_then_resync_moves_nothing(scope, client, s3):
     again = _sync(scope)[name]
     assert again["state"] == "unchanged" and again["bytes_copied"] == 0
     assert again["digest"] == r["digest"]
+
+
+def test_resync_in_a_fresh_process_reads_only_the_markers(scope, client, s3):
+    """A cron-style `bridge sync --once` over unchanged versions: one marker GET per
+    version, no per-version MLflow request and no re-read of the model's files, even
+    for a version registered without a run (identified by its registry source)."""
+    from bridge.runner import build_reconciler
+    from bridge.settings import load_settings
+
+    name = unique("xfer-resync")
+    files = {
+        **model_files(big=1024, small=1),
+        "MLmodel": b"mlflow_version: 2.16.2\n" + MLMODEL,
+        "requirements.txt": b"mlflow==3.17.2\nnot-in-the-image==1.0\n",
+        "python_env.yaml": b"python: 3.11.7\n",
+    }
+    v = create_version(client, s3, name, files, scheme="s3", with_run=False)
+    _approve(client, scope, name, v)
+    first = _sync(scope)[name]
+    marker = check_target(s3, first["storage_uri"], files)
+    assert marker["registry_source"].startswith("s3://")
+    assert marker["needs"]["requirements"] == files["requirements.txt"].decode()
+    assert marker["needs"]["mlflow_version"] == "2.16.2"
+
+    reconciler = build_reconciler(load_settings())  # a fresh process' caches: empty
+    seen: dict[str, list] = {"model_version": [], "get_bytes": []}
+    for obj, method in ((reconciler.registry, "model_version"), (reconciler.store, "get_bytes")):
+        real = getattr(obj, method)
+
+        def spy(*args, _real=real, _calls=seen[method], **kwargs):
+            _calls.append(args)
+            return _real(*args, **kwargs)
+
+        setattr(obj, method, spy)
+    report = reconciler.run_once([name])
+    [again] = report.results
+    assert again.state == "unchanged" and again.digest == first["digest"]
+    assert seen["model_version"] == []
+    assert [key for (key,) in seen["get_bytes"]] == [
+        split(first["storage_uri"])[1] + ".bridge-manifest.json"
+    ]
+    # the runtime-fit check still ran, from the marker
+    assert any("not-in-the-image" in w for w in again.warnings), again.warnings
+    assert any("Python 3.11.7" in w for w in again.warnings), again.warnings
+    assert reconciler._fit_cache[first["digest"]].mlflow_major == "2"
 
 
 def test_direct_s3_source_and_upload_part_copy_above_threshold(scope, client, s3):

@@ -43,9 +43,15 @@ def model_files(big: int = 3 * 1024 * 1024, small: int = 12, seed: int = 0) -> d
 
 
 def create_version(
-    client, s3, name: str, files: dict[str, bytes], scheme: str = "mlflow-artifacts"
+    client,
+    s3,
+    name: str,
+    files: dict[str, bytes],
+    scheme: str = "mlflow-artifacts",
+    with_run: bool = True,
 ):
-    """Upload ``files`` under a new run's artifacts and register them as a new version."""
+    """Upload ``files`` under a new run's artifacts and register them as a new version
+    (linked to that run unless ``with_run`` is false, as a path registered by hand is)."""
     exp = client.get_experiment_by_name("bridge-transfer-tests")
     exp_id = exp.experiment_id if exp else client.create_experiment("bridge-transfer-tests")
     run = client.create_run(exp_id)
@@ -63,7 +69,7 @@ def create_version(
         client.create_registered_model(name)
     except Exception:  # noqa: BLE001 - already exists
         pass
-    mv = client.create_model_version(name, source, run_id=run.info.run_id)
+    mv = client.create_model_version(name, source, run_id=run.info.run_id if with_run else None)
     return str(mv.version)
 
 

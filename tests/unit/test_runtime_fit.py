@@ -6,6 +6,7 @@ import pytest
 
 from bridge.runtime_fit import (
     DEFAULT_RUNTIME_PACKAGES,
+    ModelNeeds,
     check_python_env,
     check_requirements,
     mlflow_major,
@@ -84,3 +85,20 @@ def test_model_format_version_only_what_a_runtime_lists():
     assert model_format_version(mlflow_major("mlflow_version: 3.1.0\n"), ("1", "2")) is None
     assert model_format_version(mlflow_major("flavors: {}\n"), ("1", "2")) is None
     assert model_format_version(mlflow_major(b": not yaml: ["), ("1", "2")) is None
+
+
+def test_model_needs_from_files_and_their_problems():
+    image = parse_provided("python==3.10.*, numpy==1.*")
+    needs = ModelNeeds.from_files(
+        b"mlflow_version: 3.17.2\nflavors: {}\n",
+        {"requirements.txt": b"numpy==2.1.0\n", "python_env.yaml": b"python: 3.11.7\n"},
+    )
+    assert needs == ModelNeeds("3.17.2", "numpy==2.1.0\n", "python: 3.11.7\n")
+    assert needs.mlflow_major == "3"
+    problems = needs.problems(image)
+    assert len(problems) == 2
+    assert "numpy==2.1.0" in problems[0] and "Python 3.11.7" in problems[1]
+    # nothing described about the image (runtime fit off): nothing to report
+    assert needs.problems({}) == []
+    # a model without those files asks for nothing
+    assert ModelNeeds.from_files(None, {}).problems(image) == []
