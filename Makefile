@@ -27,8 +27,19 @@ test-unit: setup
 test-integration: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration
 
-bench: setup
-	$(BIN)/python -m benchmarks
+# The daemon image's environment (`.[daemon]`, no dev extras): the benchmarks run
+# the copying process in it, so its memory is what a deployed sync would use.
+RUNTIME_VENV ?= .venv-runtime
+RUNTIME_STAMP := $(RUNTIME_VENV)/.installed-stamp
+
+$(RUNTIME_STAMP): pyproject.toml constraints.txt
+	@test -x $(RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(RUNTIME_VENV)
+	$(RUNTIME_VENV)/bin/python -m pip install -q --upgrade "pip>=24"
+	$(RUNTIME_VENV)/bin/python -m pip install -q -c constraints.txt -e '.[daemon]'
+	@touch $(RUNTIME_STAMP)
+
+bench: setup $(RUNTIME_STAMP)
+	BRIDGE_BENCH_RUNTIME_PYTHON=$(RUNTIME_VENV)/bin/python $(BIN)/python -m benchmarks
 
 lint: setup
 	$(BIN)/ruff check bridge tests examples benchmarks components
@@ -44,5 +55,5 @@ example-pipeline: setup
 	eval "$$($(BIN)/bridge dev env)" && $(BIN)/python examples/kfp_pipeline.py --run-local
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .bridge-dev .pytest_cache demo-output
+	rm -rf $(VENV) $(RUNTIME_VENV) build dist *.egg-info .bridge-dev .pytest_cache demo-output
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -8,6 +8,11 @@ Sizes: BRIDGE_BENCH_TRANSFER_MB (default 1024) per model; the "many files"
 model splits it into BRIDGE_BENCH_TRANSFER_FILES files (default 500);
 BRIDGE_BENCH_RESYNC_VERSIONS (default 1000) approved versions for the re-sync
 row; BRIDGE_BENCH_CRASH_KILLS (default 50) for the crash torture row (0 skips).
+
+The syncing process runs under BRIDGE_BENCH_RUNTIME_PYTHON when set (`make bench`
+points it at a virtualenv with only what the daemon image installs), so its
+memory is the deployed figure, not that of the test environment, where
+`import mlflow` also loads pandas, scipy and pyarrow because they are installed.
 """
 
 from __future__ import annotations
@@ -56,9 +61,13 @@ def _add(rows: list[dict], row: dict) -> None:
     print("   partial: " + json.dumps(row, sort_keys=True), file=sys.stderr, flush=True)
 
 
+def _runtime_python() -> str:
+    return os.environ.get("BRIDGE_BENCH_RUNTIME_PYTHON") or sys.executable
+
+
 def _child(env: dict, models: list[str] | None) -> dict:
     res = subprocess.run(
-        [sys.executable, "-c", _CHILD, *(models or [])],
+        [_runtime_python(), "-c", _CHILD, *(models or [])],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -67,6 +76,15 @@ def _child(env: dict, models: list[str] | None) -> dict:
     if res.returncode != 0:
         raise RuntimeError(res.stderr[-2000:])
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _imports_rss(python: str) -> float:
+    """RSS after the syncing process' imports, under another interpreter."""
+    code = _CHILD.split("from bridge.runner")[0] + (
+        "import bridge.runner, bridge.sync, bridge.transfer, mlflow.tracking, boto3\nprint(hwm())\n"
+    )
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True)
+    return round(float(out.stdout.strip().splitlines()[-1]), 1)
 
 
 def _naive(client, name: str, version: str, s3_target, bucket: str) -> float:
@@ -194,6 +212,8 @@ def run() -> list[dict]:
                 "value": max(r["rss_peak_mb"] for r in copies),
                 "unit": "MB",
                 "of_which_copy_growth_mb": max(r["copy_rss_growth_mb"] for r in copies),
+                "python": _runtime_python(),
+                "same_imports_in_this_env_mb": _imports_rss(sys.executable),
             },
         )
         # re-sync of many unchanged approved versions

@@ -366,6 +366,13 @@ class Settings:
         "Largest object copied server-side in one CopyObject (S3 allows 5GiB); above: UploadPartCopy.",
         _parse_copy_threshold,
     )
+    transfer_trust_store_checksum: bool = _setting(
+        True,
+        ("BRIDGE_TRANSFER_TRUST_STORE_CHECKSUM",),
+        "Server-side copy: take the SHA-256 the store computes for the copy instead of also "
+        "reading the source (false: read and hash the source too).",
+        _parse_bool,
+    )
     progress: str = _setting(
         "auto",
         ("BRIDGE_PROGRESS",),

@@ -277,7 +277,8 @@ class Store:
                 raise
 
     def copy_object(self, src: S3Object, key: str) -> str | None:
-        """Server-side copy of a whole object; returns the SHA-256 S3 computed (hex) if any."""
+        """Server-side copy of a whole object; returns the SHA-256 (hex) the store computed
+        over the copy, if it reports one."""
         resp = self._client.copy_object(
             Bucket=self.bucket,
             Key=key,

@@ -4,8 +4,9 @@ Three paths, chosen per version (docs/transfer.md has the full story):
 
 * **server-side** — source and target on the same S3 endpoint: ``CopyObject``
   (up to ``transfer_copy_threshold``, 5 GiB by default) or ``UploadPartCopy``
-  in parallel above it. No object bytes go through this process except one
-  streaming read of the source, to compute its SHA-256 while the store copies.
+  in parallel above it. No object bytes go through this process when the store
+  reports the SHA-256 it computed over the copy; otherwise (or when told not
+  to trust it) one streaming read of the source is hashed while the store copies.
 * **streamed** — different endpoints: the source is read in part-size
   chunks, each chunk uploaded as one part of a multipart upload, parts in
   parallel (``PutObject`` for files up to one part).
@@ -22,7 +23,8 @@ across all files of a copy, whatever the model size (the proxy path streams
 through boto3's upload manager with a bounded number of files at once).
 
 Verification: a file counts as copied only when the store itself confirmed
-the bytes: the SHA-256 it computed for a ``CopyObject`` equals ours, or the
+the bytes: it computed the SHA-256 of a ``CopyObject`` it made from the exact
+source object listed (pinned by its ETag), or that SHA-256 equals ours, or the
 ETag (MD5) it computed for every part equals the MD5 of the bytes we sent or
 read, or, when the store reports neither (encrypted objects, older stores),
 a full read-back of the object equals our SHA-256.
@@ -60,6 +62,7 @@ class TransferOptions:
     concurrency: int = 8
     copy_threshold: int = 5 * 1024**3
     attempts: int = 5
+    trust_store_checksum: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TransferOptions:
@@ -68,6 +71,7 @@ class TransferOptions:
             concurrency=settings.transfer_concurrency,
             copy_threshold=settings.transfer_copy_threshold,
             attempts=max(settings.s3_max_attempts, 1) + 1,
+            trust_store_checksum=settings.transfer_trust_store_checksum,
         )
 
 
@@ -227,19 +231,24 @@ class Engine:
     ) -> Copied:
         spans = ranges(obj.size, self.options.part_size)
         if obj.size <= self.options.copy_threshold:
+            if self.options.trust_store_checksum:
+                server_sha = self._retry(
+                    f"copy {obj.key}", lambda: self.store.copy_object(obj, key)
+                )
+                if server_sha is not None:
+                    progress.add_bytes(obj.size)
+                    return Copied(path, obj.size, server_sha)
+                # The store does not report checksums: hash the source, read back the copy.
+                digest = self._source_digest(src, obj, progress)
+                return self._read_back(path, key, obj.size, digest)
             # the store copies while this thread hashes one streaming read of the source
             copy = self._parts.submit(
                 self._retry, f"copy {obj.key}", lambda: self.store.copy_object(obj, key)
             )
-            sha = hashlib.sha256()
             try:
-                for data in self._source_chunks(src, obj):
-                    sha.update(data)
-                    self._slots.release()
-                    progress.add_bytes(len(data))
+                digest = self._source_digest(src, obj, progress)
             finally:
                 server_sha = copy.result()
-            digest = sha.hexdigest()
             if server_sha is not None:
                 if server_sha != digest:
                     raise TemporaryError(
@@ -280,6 +289,14 @@ class Engine:
         if [_etag(p["ETag"]) for p in parts] == md5s:
             return Copied(path, obj.size, digest)
         return self._read_back(path, key, obj.size, digest)
+
+    def _source_digest(self, src: SourceBucket, obj: S3Object, progress: Progress) -> str:
+        sha = hashlib.sha256()
+        for data in self._source_chunks(src, obj):
+            sha.update(data)
+            self._slots.release()
+            progress.add_bytes(len(data))
+        return sha.hexdigest()
 
     # --- streamed --------------------------------------------------------------
 
@@ -386,7 +403,10 @@ class Engine:
 
 def _read_exact(body, n: int) -> bytes:
     """Exactly ``n`` bytes from a response body, or ShortRead if it ends early."""
-    buf = bytearray()
+    first = body.read(n)  # usually all of it, and then no second copy of the chunk
+    if len(first) == n:
+        return first
+    buf = bytearray(first)
     while len(buf) < n:
         data = body.read(min(n - len(buf), 1024 * 1024))
         if not data:

@@ -7,6 +7,8 @@ import json
 import pytest
 
 from bridge.names import k8s_name
+from bridge.runner import build_reconciler
+from bridge.settings import load_settings
 
 from .conftest import unique
 from .transfer_support import (
@@ -51,13 +53,52 @@ def test_server_side_copy_then_resync_moves_nothing(scope, client, s3):
     assert again["digest"] == r["digest"]
 
 
+def test_server_side_copy_takes_the_stores_checksum_or_reads_the_source(
+    scope, client, s3, monkeypatch
+):
+    """Same endpoint: by default no object byte is read (the store's SHA-256 of the copy
+    is recorded); with BRIDGE_TRANSFER_TRUST_STORE_CHECKSUM=false the source is hashed
+    too and must agree. Both record the true SHA-256 of every file."""
+    from bridge.store import SourceBucket
+
+    name = unique("xfer-trust")
+    files = model_files(big=2 * 1024 * 1024, small=3, seed=4)
+    v = create_version(client, s3, name, files)
+    _approve(client, scope, name, v)
+    reads: list[str] = []
+    real_open_at = SourceBucket.open_at
+
+    def counting_open_at(self, obj, offset):
+        reads.append(obj.key)
+        return real_open_at(self, obj, offset)
+
+    monkeypatch.setattr(SourceBucket, "open_at", counting_open_at)
+    digests = {}
+    for trust, target in (("true", scope.target_uri), ("false", scope.target_uri + "-read")):
+        reads.clear()
+        settings = load_settings(
+            env={
+                **scope.env,
+                "BRIDGE_TARGET_URI": target,
+                "BRIDGE_TRANSFER_TRUST_STORE_CHECKSUM": trust,
+            }
+        )
+        [r] = build_reconciler(settings).run_once([name]).results
+        assert r.state == "synced", r.error
+        check_target(s3, r.storage_uri, files)  # recomputes every SHA-256 from the bytes
+        digests[trust] = r.digest
+        sources_read = {k.rsplit("/", 1)[1] for k in reads}
+        if trust == "true":
+            assert sources_read == set(), reads
+        else:
+            assert sources_read >= {"model.pkl", "MLmodel"}, reads
+    assert digests["true"] == digests["false"]
+
+
 def test_resync_in_a_fresh_process_reads_only_the_markers(scope, client, s3):
     """A cron-style `bridge sync --once` over unchanged versions: one marker GET per
     version, no per-version MLflow request and no re-read of the model's files, even
     for a version registered without a run (identified by its registry source)."""
-    from bridge.runner import build_reconciler
-    from bridge.settings import load_settings
-
     name = unique("xfer-resync")
     files = {
         **model_files(big=1024, small=1),
