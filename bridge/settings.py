@@ -357,7 +357,7 @@ class Settings:
     transfer_concurrency: int = _setting(
         8,
         ("BRIDGE_TRANSFER_CONCURRENCY",),
-        "Parallel S3 requests of one copy; memory stays near (this + 2) x part size.",
+        "Parallel S3 requests of one copy; memory stays near (this + 1) x part size.",
         _parse_concurrency,
     )
     transfer_copy_threshold: int = _setting(

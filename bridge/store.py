@@ -290,10 +290,12 @@ class Store:
         )
         return b64_to_hex(resp.get("CopyObjectResult", {}).get("ChecksumSHA256"))
 
-    def put_object(self, key: str, data: bytes, sha256_hex: str) -> str:
-        """Upload a small object whole; S3 checks it against our SHA-256 on arrival.
+    def put_object(self, key: str, data: bytes, sha256_hex: str) -> tuple[str, bool]:
+        """Upload a small object whole, with our SHA-256 for the store to check on arrival.
+
         Returns the ETag the store computed (the MD5 of what it received, for
-        unencrypted objects)."""
+        unencrypted objects) and whether the store confirmed our SHA-256 (stores
+        that check it echo it back; others ignore it)."""
         resp = self._client.put_object(
             Bucket=self.bucket,
             Key=key,
@@ -301,7 +303,7 @@ class Store:
             ChecksumSHA256=hex_to_b64(sha256_hex),
             ContentType="application/octet-stream",
         )
-        return resp["ETag"].strip('"')
+        return resp["ETag"].strip('"'), resp.get("ChecksumSHA256") == hex_to_b64(sha256_hex)
 
     def create_multipart(self, key: str, checksum: bool) -> str:
         extra = {"ChecksumAlgorithm": "SHA256"} if checksum else {}
@@ -312,7 +314,9 @@ class Store:
 
     def upload_part(
         self, key: str, upload_id: str, number: int, data: bytes, sha256_hex: str
-    ) -> dict:
+    ) -> tuple[dict, bool]:
+        """One part, with its SHA-256: (the part for the completion, whether the store
+        confirmed our SHA-256)."""
         resp = self._client.upload_part(
             Bucket=self.bucket,
             Key=key,
@@ -321,11 +325,9 @@ class Store:
             Body=data,
             ChecksumSHA256=hex_to_b64(sha256_hex),
         )
-        return {
-            "PartNumber": number,
-            "ETag": resp["ETag"],
-            "ChecksumSHA256": resp.get("ChecksumSHA256") or hex_to_b64(sha256_hex),
-        }
+        ours = hex_to_b64(sha256_hex)
+        part = {"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": ours}
+        return part, resp.get("ChecksumSHA256") == ours
 
     def upload_part_copy(
         self, key: str, upload_id: str, number: int, src: S3Object, start: int, end: int
