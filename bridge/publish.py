@@ -153,7 +153,7 @@ def parse_marker(data: bytes, storage_uri: str) -> PublishedVersion | None:
             source_uri=body["source_uri"],
             files=files,
             registry_source=body.get("registry_source"),
-            needs=ModelNeeds(**body["needs"]) if body.get("needs") is not None else None,
+            needs=ModelNeeds.from_record(body.get("needs")),
         )
     except (ValueError, KeyError, TypeError):
         return None

@@ -164,6 +164,16 @@ class ModelNeeds:
 
         return cls(mlflow_version(mlmodel), text("requirements.txt"), text("python_env.yaml"))
 
+    @classmethod
+    def from_record(cls, record: object) -> ModelNeeds | None:
+        """Read back what a marker recorded; fields a later version may add are ignored."""
+        if not isinstance(record, dict):
+            return None
+        known = {k: v for k, v in record.items() if k in cls.__dataclass_fields__}
+        if not all(v is None or isinstance(v, str) for v in known.values()):
+            return None
+        return cls(**known)
+
     @property
     def mlflow_major(self) -> str | None:
         return (self.mlflow_version or "").split(".")[0] or None

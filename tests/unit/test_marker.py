@@ -47,6 +47,16 @@ def test_marker_written_before_needs_were_recorded_still_reads():
     assert back is not None and back.needs is None and back.registry_source is None
 
 
+def test_needs_recorded_by_a_later_version_still_read():
+    body = json.loads(marker_bytes(published()))
+    body["needs"]["gpu_driver"] = "550"  # a field this version does not know
+    back = parse_marker(json.dumps(body).encode(), "s3://t/m/1/")
+    assert back is not None and back.needs == published().needs
+    body["needs"] = {"requirements": 3}  # not what this version wrote: check the files instead
+    back = parse_marker(json.dumps(body).encode(), "s3://t/m/1/")
+    assert back is not None and back.needs is None
+
+
 def test_tampered_file_list_is_not_a_marker():
     body = json.loads(marker_bytes(published()))
     body["files"][0]["size"] = 4
