@@ -3,12 +3,15 @@
 Every request is forwarded to the real server, except that a chosen share of
 them fail at the HTTP level: a 503 SlowDown answer, a connection reset before
 any answer, or a reset halfway through the response body. ``deny`` answers
-everything with 403 AccessDenied (to prove permanent errors are not retried).
+everything with 403 AccessDenied (to prove permanent errors are not retried);
+``no_checksums`` removes every checksum from the answers, as a store without
+checksum support (older MinIO, Ceph) would answer.
 """
 
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 import struct
 import threading
@@ -24,15 +27,20 @@ DENIED = (
     b"<Message>Access Denied</Message></Error>"
 )
 _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"}
+_CHECKSUM_ELEMENT = re.compile(rb"<Checksum[A-Z0-9]+>[^<]*</Checksum[A-Z0-9]+>")
 
 
 class FaultyS3:
-    def __init__(self, upstream: str, every: int = 3, deny: bool = False):
+    def __init__(
+        self, upstream: str, every: int = 3, deny: bool = False, no_checksums: bool = False
+    ):
         self.upstream = urlparse(upstream)
-        self.every = every
+        self.every = every  # 0: no faults
         self.deny = deny
+        self.no_checksums = no_checksums
         self.lock = threading.Lock()
         self.requests = 0
+        self.gets: list[str] = []  # paths of the GET requests forwarded
         self.faults = {"slowdown": 0, "reset": 0, "partial": 0}
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -59,7 +67,7 @@ class FaultyS3:
             n = self.requests
             if self.deny:
                 return "deny"
-            if n % self.every:
+            if not self.every or n % self.every:
                 return None
             kinds = ["slowdown", "reset", "partial"] if method == "GET" else ["slowdown", "reset"]
             kind = kinds[(n // self.every) % len(kinds)]
@@ -107,14 +115,24 @@ class FaultyS3:
                     data = resp.read()
                 finally:
                     conn.close()
+                if self.command == "GET":
+                    with proxy.lock:
+                        proxy.gets.append(urlparse(self.path).path)
+                headers = resp.getheaders()
+                if proxy.no_checksums:
+                    headers = [
+                        (k, v) for k, v in headers if not k.lower().startswith("x-amz-checksum")
+                    ]
+                    if resp.getheader("Content-Type", "").endswith("xml"):
+                        data = _CHECKSUM_ELEMENT.sub(b"", data)
                 if self.command == "HEAD":
                     self.send_response(resp.status)
-                    for k, v in resp.getheaders():
+                    for k, v in headers:
                         if k.lower() not in _HOP - {"content-length"}:
                             self.send_header(k, v)
                     self.end_headers()
                     return
-                headers = [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP]
+                headers = [(k, v) for k, v in headers if k.lower() not in _HOP]
                 if fault == "partial" and len(data) > 1:
                     self.send_response(resp.status)
                     for k, v in headers:

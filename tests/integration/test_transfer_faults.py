@@ -45,6 +45,31 @@ def test_slowdown_and_resets_are_retried(scope, client, s3, faulty, path):
     assert faulty.faults["partial"] >= 1  # a body cut halfway was read again
 
 
+def test_store_without_checksums_gets_the_source_hashed_and_the_copy_read_back(
+    scope, client, s3, stack
+):
+    """Server-side copy on a store that reports no SHA-256 for a CopyObject: bridge
+    hashes the source and reads the copy back before it writes the marker."""
+    name = unique("xfer-nosum")
+    files = model_files(big=3 * 1024 * 1024, small=2, seed=6)
+    v = create_version(client, s3, name, files)
+    client.set_registered_model_alias(name, scope.alias, v)
+    proxy = FaultyS3(stack.s3_url, every=0, no_checksums=True)
+    try:
+        env = {"BRIDGE_SOURCE_ENDPOINT_URL": proxy.url, "BRIDGE_TARGET_ENDPOINT_URL": proxy.url}
+        res = scope.run("sync", "--once", "--output", "json", env=env)
+    finally:
+        proxy.stop()
+    assert res.returncode == 0, res.stderr
+    assert "server-side copy" in res.stderr
+    [r] = json.loads(res.stdout)
+    check_target(s3, r["storage_uri"], files)
+    model_gets = [p for p in proxy.gets if p.endswith("/model.pkl")]
+    target = r["storage_uri"].split("/", 3)[3]
+    assert any(target in p for p in model_gets), model_gets  # the copy read back
+    assert any(target not in p for p in model_gets), model_gets  # the source hashed
+
+
 def test_access_denied_fails_fast_without_retrying(scope, client, s3, stack):
     name = unique("xfer-denied")
     v = create_version(client, s3, name, model_files(big=10, small=1))
