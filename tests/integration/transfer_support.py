@@ -175,7 +175,7 @@ def torture(env: dict, s3, target_base: str, storage_path: str, kills: int, seed
 
     Each round uses a fresh target prefix. The child process imports
     everything, says "ready" and waits; the kill lands uniformly within the
-    measured duration of an uninterrupted copy after it is told to go. After
+    duration of an uninterrupted child run (measured first) after it is told to go. After
     every kill, a marker, if any, must cover a complete target; after every
     rerun the target must verify and hold no unfinished multipart upload.
     """
@@ -196,19 +196,26 @@ def torture(env: dict, s3, target_base: str, storage_path: str, kills: int, seed
             text=True,
         )
 
-    # the next child imports while the current round runs
+    def go(proc) -> None:
+        assert proc.stdout.readline().strip() == "ready"
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+
+    # The kill window is the time an uninterrupted child takes from "go" to exit.
+    # The next child imports while the current round runs.
+    calibrate = spawn(f"{target_base}-calibrate")
     upcoming = spawn(f"{target_base}-0")
+    go(calibrate)
     t0 = time.monotonic()
-    sync_in_process(env, f"{target_base}-calibrate")
+    calibrate.communicate(timeout=600)
     full = time.monotonic() - t0
+    assert calibrate.returncode == 0, "the uninterrupted sync failed"
     stats = {"kills": 0, "published_at_kill": 0, "unpublished_at_kill": 0, "full_copy_s": full}
     for i in range(kills):
         target = f"{target_base}-{i}"
         uri = f"{target}/{storage_path.strip('/')}/"
         proc = upcoming
-        assert proc.stdout.readline().strip() == "ready"
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
+        go(proc)
         upcoming = spawn(f"{target_base}-{i + 1}") if i + 1 < kills else None
         time.sleep(rnd.uniform(0, full))
         proc.send_signal(signal.SIGKILL)
