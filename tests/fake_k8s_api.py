@@ -3,7 +3,10 @@
 It serves just what bridge uses, on namespaced REST paths: list (with an
 equality label selector), get, server-side apply (``PATCH`` with
 ``application/apply-patch+yaml``; needs ``fieldManager``, honours ``force`` and
-``dryRun``) and delete. Every request is recorded. Switches make it answer like
+``dryRun``) and delete; and, for leader election, coordination.k8s.io Leases:
+get, create (409 if it exists) and update with optimistic concurrency on
+``metadata.resourceVersion`` (409 on a stale write), every write logged with its
+own clock. Every request is recorded. Switches make it answer like
 a real server does when RBAC denies (403), credentials are wrong (401), the
 KServe CRDs are missing (404 without details), a namespace is missing (404 on
 ``namespaces``) or another field manager owns a field (409 without ``force``).
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -46,6 +50,8 @@ class FakeState:
     conflict_names: set[str] = field(default_factory=set)
     missing_crd: bool = False
     unauthorized: bool = False
+    resource_version: int = 0
+    lease_writes: list[tuple[float, str, str | None]] = field(default_factory=list)
 
 
 def _status(code: int, reason: str, message: str, details: dict | None = None) -> dict:
@@ -75,6 +81,13 @@ def _split(path: str):
     version, ns, plural = rest[0], rest[2], rest[3]
     name = rest[4] if len(rest) > 4 else None
     return group, version, ns, plural, name
+
+
+def _verb(method: str, name: str | None) -> str:
+    """The Kubernetes (RBAC) verb of a request."""
+    if method == "GET":
+        return "get" if name else "list"
+    return {"POST": "create", "PUT": "update"}.get(method, method.lower())
 
 
 def _matches(obj: dict, selector: str) -> bool:
@@ -150,6 +163,26 @@ class FakeKubeAPI:
         with self.lock:
             return [r for r in self.state.requests if method is None or r.method == method]
 
+    def verbs(self) -> set[str]:
+        """The Kubernetes verbs of every request so far (what RBAC would have to allow)."""
+        with self.lock:
+            return {_verb(r.method, (_split(r.path) or [None] * 5)[4]) for r in self.state.requests}
+
+    def lease(self, ns: str, name: str) -> dict | None:
+        with self.lock:
+            return self.state.objects.get(
+                f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}"
+            )
+
+    def holder(self, ns: str, name: str) -> str | None:
+        lease = self.lease(ns, name)
+        return lease["spec"].get("holderIdentity") if lease else None
+
+    def lease_writes(self) -> list[tuple[float, str, str | None]]:
+        """(time, "create" or "update", holder) of every Lease write."""
+        with self.lock:
+            return list(self.state.lease_writes)
+
     # -- the server ------------------------------------------------------------
     def _handler(self):
         fake = self
@@ -198,11 +231,7 @@ class FakeKubeAPI:
             return 404, _status(404, "NotFound", "the server could not find the requested resource")
         group, version, ns, plural, name = parsed
         resource = f"{plural}.{group}" if group else plural
-        verb = {
-            "GET": "get" if name else "list",
-            "PATCH": "patch",
-            "DELETE": "delete",
-        }.get(req.method, req.method.lower())
+        verb = _verb(req.method, name)
         if ns in s.forbidden_namespaces:
             return 403, _status(
                 403,
@@ -213,6 +242,8 @@ class FakeKubeAPI:
             )
         if s.missing_crd and group == "serving.kserve.io":
             return 404, _status(404, "NotFound", "the server could not find the requested resource")
+        if plural == "leases":
+            return self._lease(req, ns, name)
         collection = req.path if name is None else req.path.rsplit("/", 1)[0]
         kind_name = {"inferenceservices": "InferenceService", "serviceaccounts": "ServiceAccount"}[
             plural
@@ -278,6 +309,36 @@ class FakeKubeAPI:
                 s.objects[req.path] = obj
             return (200 if existed else 201), obj
         return 405, _status(405, "MethodNotAllowed", f"{req.method} is not supported here")
+
+    def _lease(self, req: Request, ns: str, name: str | None) -> tuple[int, dict]:
+        s = self.state
+        body = req.body or {}
+        if req.method == "POST":
+            name = (body.get("metadata") or {}).get("name")
+            path = f"{req.path.rstrip('/')}/{name}"
+        else:
+            path = req.path
+        current = s.objects.get(path)
+        if req.method == "POST" and current is not None:
+            return 409, _status(409, "AlreadyExists", f'leases "{name}" already exists')
+        if req.method in ("GET", "PUT") and current is None:
+            return 404, _status(404, "NotFound", f'leases "{name}" not found')
+        if req.method == "GET":
+            return 200, current
+        if req.method not in ("POST", "PUT"):
+            return 405, _status(405, "MethodNotAllowed", f"{req.method} is not supported here")
+        if req.method == "PUT" and (
+            body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]
+        ):
+            return 409, _status(409, "Conflict", "the object has been modified")
+        s.resource_version += 1
+        body.setdefault("apiVersion", "coordination.k8s.io/v1")
+        body.setdefault("kind", "Lease")
+        body["metadata"].update(namespace=ns, name=name, resourceVersion=str(s.resource_version))
+        s.objects[path] = body
+        verb = _verb(req.method, name)
+        s.lease_writes.append((time.time(), verb, body.get("spec", {}).get("holderIdentity")))
+        return (201 if req.method == "POST" else 200), body
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """Two `bridge serve` replicas elect one leader through a Lease on a local fake API server.
 
 No Kubernetes API server can run here: the Lease API is the small HTTP fake in
-fake_k8s_api.py (real HTTP, real kubernetes client, real optimistic concurrency).
+tests/fake_k8s_api.py (real HTTP, real kubernetes client, real optimistic concurrency).
 MLflow and S3 are the real shared session servers.
 """
 
@@ -12,10 +12,10 @@ import yaml
 
 from bridge.lease import LEASE_VERBS
 from bridge.names import k8s_name
+from tests.fake_k8s_api import FakeKubeAPI
 
 from .conftest import unique
 from .daemon_helpers import alias_event, signed, start_daemon, wait_until
-from .fake_k8s_api import FakeLeaseAPI
 
 pytestmark = [pytest.mark.integration, pytest.mark.fake_k8s_api]
 
@@ -26,7 +26,7 @@ DURATION = 4.0
 
 @pytest.fixture
 def fake_api():
-    api = FakeLeaseAPI().start()
+    api = FakeKubeAPI().start()
     yield api
     api.stop()
 
@@ -43,7 +43,7 @@ def test_two_replicas_one_leader_failover_and_release_fake_k8s_api(
 ):
     env = {
         **scope.env,
-        "KUBECONFIG": str(fake_api.kubeconfig(tmp_path / "kubeconfig")),
+        "KUBECONFIG": str(fake_api.write_kubeconfig(tmp_path / "kubeconfig")),
         "BRIDGE_LEADER_ELECTION": "true",
         "BRIDGE_LEASE_NAMESPACE": NS,
         "BRIDGE_LEASE_NAME": LEASE,
@@ -89,8 +89,8 @@ def test_two_replicas_one_leader_failover_and_release_fake_k8s_api(
         wait_until(lambda: _role(standby) == "leader", 60, "standby never took over", standby)
         new_holder = fake_api.holder(NS, LEASE)
         assert new_holder != old_holder
-        last_renew = max(t for t, _, h in fake_api.writes if h == old_holder)
-        taken = min(t for t, _, h in fake_api.writes if h == new_holder)
+        last_renew = max(t for t, _, h in fake_api.lease_writes() if h == old_holder)
+        taken = min(t for t, _, h in fake_api.lease_writes() if h == new_holder)
         gap = taken - last_renew
         # Never before the old Lease expired (no two leaders), and within the lease
         # duration plus one renew period of the standby (the protocol's bound).
@@ -101,7 +101,7 @@ def test_two_replicas_one_leader_failover_and_release_fake_k8s_api(
         assert fake_api.holder(NS, LEASE) is None
         assert "released lease" in standby.log()
         # The election used exactly the verbs the Role grants on leases.
-        assert {verb for verb, _ in fake_api.requests} <= LEASE_VERBS
+        assert fake_api.verbs() <= LEASE_VERBS
     finally:
         for d in daemons:
             d.kill()

@@ -11,8 +11,7 @@ import time
 import pytest
 
 from bridge.lease import LEADER_URL_ANNOTATION, LeaderElector, LeaseLock
-
-from .fake_k8s_api import FakeLeaseAPI
+from tests.fake_k8s_api import FakeKubeAPI
 
 pytestmark = pytest.mark.fake_k8s_api
 
@@ -20,8 +19,9 @@ NS, NAME = "mlops", "race"
 
 
 @pytest.fixture
-def fake_api(tmp_path):
-    api = FakeLeaseAPI().start()
+def fake_api():
+    # its own server: a test stops it to play an API server outage
+    api = FakeKubeAPI().start()
     yield api
     api.stop()
 
@@ -30,7 +30,7 @@ def _lock(fake_api, tmp_path) -> LeaseLock:
     from kubernetes import client, config
 
     api_client = config.new_client_from_config(
-        config_file=str(fake_api.kubeconfig(tmp_path / "kc"))
+        config_file=str(fake_api.write_kubeconfig(tmp_path / "kc"))
     )
     return LeaseLock(NAME, NS, api=client.CoordinationV1Api(api_client))
 
@@ -61,7 +61,7 @@ def test_racing_candidates_elect_exactly_one_fake_k8s_api(fake_api, tmp_path):
     assert len(winners) == 1
     assert [e.identity for e in electors if e.is_leader] == winners
     assert fake_api.holder(NS, NAME) == winners[0]
-    lease = fake_api.leases[(NS, NAME)]
+    lease = fake_api.lease(NS, NAME)
     assert lease["metadata"]["annotations"][LEADER_URL_ANNOTATION].startswith("http://10.0.0.")
     # The others learn where to forward webhooks; renewing keeps the winner in place.
     loser = next(e for e in electors if not e.is_leader)
@@ -69,7 +69,7 @@ def test_racing_candidates_elect_exactly_one_fake_k8s_api(fake_api, tmp_path):
     assert loser.leader_url_seen() == lease["metadata"]["annotations"][LEADER_URL_ANNOTATION]
     winner = next(e for e in electors if e.is_leader)
     assert winner.try_acquire_or_renew() is True
-    assert fake_api.leases[(NS, NAME)]["spec"]["leaseTransitions"] == 0
+    assert fake_api.lease(NS, NAME)["spec"]["leaseTransitions"] == 0
 
 
 def test_takeover_only_after_expiry_and_release_hands_over_fake_k8s_api(fake_api, tmp_path):
@@ -80,7 +80,7 @@ def test_takeover_only_after_expiry_and_release_hands_over_fake_k8s_api(fake_api
     time.sleep(2.2)  # a stops renewing (crashed); its lease expires
     assert a.is_leader is False  # a steps down on its own once its lease ran out
     assert b.try_acquire_or_renew() is True
-    assert fake_api.leases[(NS, NAME)]["spec"]["leaseTransitions"] == 1
+    assert fake_api.lease(NS, NAME)["spec"]["leaseTransitions"] == 1
     # b shuts down cleanly: the lease is released and a takes it at once.
     b.release()
     assert fake_api.holder(NS, NAME) is None
