@@ -118,6 +118,17 @@ class Lease:
         self.token = uuid.uuid4().hex
         self.owner = f"{history.actor()}@{platform.node()}:{os.getpid()}"
 
+    @classmethod
+    def of(cls, settings: Settings, registry: PromotionRegistry, model: str) -> Lease:
+        return cls(registry, model, settings.promote_lock_ttl, settings.promote_lock_settle)
+
+    def __enter__(self) -> Lease:
+        self.acquire()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.release()
+
     def _read(self) -> dict | None:
         raw = self.registry.registered_model(self.model).tags.get(LOCK_TAG)
         try:
@@ -478,9 +489,7 @@ def promote(
 def _move(settings, registry, req, result, rm, completes_canary, baseline, alias) -> None:
     """Take the lease, check nothing moved since the gates read it, move, record, verify."""
     target, version = result.alias, result.version
-    lease = Lease(registry, req.model, settings.promote_lock_ttl, settings.promote_lock_settle)
-    lease.acquire()
-    try:
+    with Lease.of(settings, registry, req.model) as lease:
         now = registry.registered_model(req.model)
         for name, seen in ((target, result.previous_version), (alias, baseline)):
             current = now.aliases.get(name)
@@ -521,8 +530,6 @@ def _move(settings, registry, req, result, rm, completes_canary, baseline, alias
                 f"{version}: a concurrent writer overwrote it",
                 hint="check `bridge history` and the registry, then re-run",
             )
-    finally:
-        lease.release()
     result.promoted = result.changed = True
     moved = (
         f"set canary traffic of {target!r} (version {version}) of {req.model!r}"
@@ -611,9 +618,7 @@ def rollback(
         raise UsageError(f"model {model!r} has no version {target}") from None
     if info.status != "READY":
         raise CheckFailed(f"version {target} is {info.status}, not READY; cannot roll back to it")
-    lease = Lease(registry, model, settings.promote_lock_ttl, settings.promote_lock_settle)
-    lease.acquire()
-    try:
+    with Lease.of(settings, registry, model):
         now = registry.registered_model(model)
         if now.aliases.get(alias) != current:
             raise CheckFailed(
@@ -624,8 +629,6 @@ def rollback(
         registry.set_alias(model, alias, target)
         entry = history.entry(history.ROLLBACK, alias, current, target, reason=reason)
         _record(settings, registry, model, now.tags.get(history.HISTORY_TAG), entry)
-    finally:
-        lease.release()
     return RollbackResult(model, alias, current, target, entry)
 
 
@@ -634,9 +637,7 @@ def _abort_canary(settings, registry, model: str, current: str | None, reason: s
     alias = settings.canary_alias
     if current is None:
         raise UsageError(f"model {model!r} has no canary ({alias!r} is not set)")
-    lease = Lease(registry, model, settings.promote_lock_ttl, settings.promote_lock_settle)
-    lease.acquire()
-    try:
+    with Lease.of(settings, registry, model):
         now = registry.registered_model(model)
         if now.aliases.get(alias) != current:
             raise CheckFailed(
@@ -647,8 +648,6 @@ def _abort_canary(settings, registry, model: str, current: str | None, reason: s
         registry.delete_model_tag(model, CANARY_TRAFFIC_TAG)
         entry = history.entry(history.CANARY_ABORT, alias, current, None, reason=reason)
         _record(settings, registry, model, now.tags.get(history.HISTORY_TAG), entry)
-    finally:
-        lease.release()
     return RollbackResult(model, alias, current, None, entry)
 
 
