@@ -196,6 +196,16 @@ class Publisher:
         data = self.store.get_bytes(prefix + MARKER_NAME)
         return parse_marker(data, self.store.uri(prefix)) if data is not None else None
 
+    def needs(self, model_key: str, pv: PublishedVersion) -> ModelNeeds:
+        """What a published version asks of its runtime: from its marker, or, for markers
+        that predate recording it, read from the published files."""
+        if pv.needs is not None:
+            return pv.needs
+        prefix = self.version_prefix(model_key, pv.version)
+        present = {f.path for f in pv.files}
+        texts = {n: self.store.get_bytes(prefix + n) or b"" for n in NEEDS_FILES if n in present}
+        return ModelNeeds.from_files(self.store.get_bytes(prefix + "MLmodel"), texts)
+
     def publish(
         self, info: ModelVersionInfo, source: ArtifactSource, model_key: str
     ) -> PublishedVersion:

@@ -122,18 +122,14 @@ def render_version(settings: Settings, model: str, version: str) -> str:
     from dataclasses import replace
 
     from bridge.overrides import parse_runtimes, resolve
-    from bridge.runtime_fit import mlflow_major, model_format_version
+    from bridge.runtime_fit import model_format_version
     from bridge.sync import serving_defaults, serving_options, supported_versions
 
     [registered] = registry.registered_models([model])
     runtimes = parse_runtimes(settings.runtimes)
     spec = resolve(model, registered.tags, serving_defaults(settings), runtimes)
     if published is not None:
-        if published.needs is not None:
-            major = published.needs.mlflow_major
-        else:
-            prefix = publisher.version_prefix(kname, info.version)
-            major = mlflow_major(store.get_bytes(prefix + "MLmodel"))
+        major = publisher.needs(kname, published).mlflow_major
         fmt = model_format_version(major, supported_versions(runtimes, spec))
         served = replace(served, format_version=fmt)
     resource = inference_service(

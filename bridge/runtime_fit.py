@@ -202,11 +202,6 @@ def mlflow_version(mlmodel: bytes | str | None) -> str | None:
     return version or None
 
 
-def mlflow_major(mlmodel: bytes | str | None) -> str | None:
-    """The major MLflow version an MLmodel file was written by, if it says."""
-    return ModelNeeds(mlflow_version(mlmodel)).mlflow_major
-
-
 def model_format_version(major: str | None, supported: tuple[str, ...]) -> str | None:
     """The ``modelFormat.version`` to emit: the model's major MLflow version, only if a
     runtime lists it; otherwise None (KServe then matches runtimes by format name only)."""

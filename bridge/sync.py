@@ -26,8 +26,6 @@ from bridge.publish import PublishedVersion, Publisher, check_same_version
 from bridge.registry import ModelVersionInfo, RegisteredModelInfo, Registry
 from bridge.runtime_fit import (
     DEFAULT_RUNTIME_PACKAGES,
-    NEEDS_FILES,
-    ModelNeeds,
     model_format_version,
     parse_provided,
 )
@@ -335,7 +333,7 @@ class Reconciler:
         """Check the version against the runtime; pick a modelFormat version a runtime lists."""
         fit = self._fit_cache.get(pv.digest)
         if fit is None:
-            needs = pv.needs or self._stored_needs(kname, pv)
+            needs = self.publisher.needs(kname, pv)
             fit = _Fit(needs.mlflow_major, tuple(needs.problems(self.provided)))
             self._fit_cache[pv.digest] = fit
         runtime = spec.runtime or "the auto-selected runtime"
@@ -362,14 +360,6 @@ class Reconciler:
                 fit.mlflow_major,
             )
         return _served(pv, fmt)
-
-    def _stored_needs(self, kname: str, pv: PublishedVersion) -> ModelNeeds:
-        """Read what the model needs from the published files (markers that predate
-        recording it in the marker)."""
-        prefix = self.publisher.version_prefix(kname, pv.version)
-        present = {f.path for f in pv.files}
-        texts = {n: self.store.get_bytes(prefix + n) or b"" for n in NEEDS_FILES if n in present}
-        return ModelNeeds.from_files(self.store.get_bytes(prefix + "MLmodel"), texts)
 
     def _write_output(self, output_dir, report, desired, in_scope) -> OutputChange:
         out = OutputDir(output_dir)

@@ -9,7 +9,7 @@ from bridge.runtime_fit import (
     ModelNeeds,
     check_python_env,
     check_requirements,
-    mlflow_major,
+    mlflow_version,
     model_format_version,
     parse_provided,
 )
@@ -77,6 +77,10 @@ def test_python_env():
 def test_bad_profile_entries(bad):
     with pytest.raises(ValueError):
         parse_provided(bad)
+
+
+def mlflow_major(mlmodel) -> str | None:
+    return ModelNeeds(mlflow_version(mlmodel)).mlflow_major
 
 
 def test_model_format_version_only_what_a_runtime_lists():
