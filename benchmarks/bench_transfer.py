@@ -30,14 +30,17 @@ MB = 1024 * 1024
 
 # Peak RSS is the kernel's high-water mark of this process (VmHWM); ru_maxrss
 # would carry over the benchmark parent's peak across exec.
-_CHILD = r"""
+_HWM = r"""
 import json, sys, time
 
 def hwm():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
-
+"""
+_CHILD = (
+    _HWM
+    + r"""
 from bridge.runner import build_reconciler
 from bridge.settings import load_settings
 models = sys.argv[1:] or None
@@ -54,6 +57,7 @@ out["rss_after_imports_mb"] = rss0
 out["rss_peak_mb"] = hwm()
 print(json.dumps(out))
 """
+)
 
 
 def _add(rows: list[dict], row: dict) -> None:
@@ -96,7 +100,7 @@ def _sync_command(env: dict) -> tuple[float, int]:
 
 def _imports_rss(python: str) -> float:
     """RSS after the syncing process' imports, under another interpreter."""
-    code = _CHILD.split("from bridge.runner")[0] + (
+    code = _HWM + (
         "import bridge.runner, bridge.sync, bridge.transfer, mlflow.tracking, boto3\nprint(hwm())\n"
     )
     out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True)
