@@ -11,6 +11,24 @@ a real server does when RBAC denies (403), credentials are wrong (401), the
 KServe CRDs are missing (404 without details), a namespace is missing (404 on
 ``namespaces``) or another field manager owns a field (409 without ``force``).
 
+Authorization works like the real API server's, given a :class:`Policy` (RBAC rules;
+none set: everything is allowed). Each request is first authorized with the verb its
+method and path map to (GET on a name ``get``, on a collection ``list``, POST
+``create`` with no name, PUT ``update``, PATCH ``patch``, DELETE ``delete``), as
+the authorization filter does. A server-side apply of an object that does not exist
+yet is then authorized once more, as ``create`` *with* the object's name, dry run
+included: kubernetes/kubernetes
+staging/src/k8s.io/apiserver/pkg/endpoints/handlers/patch.go (commit
+00f7534700c03146d83def73a4cfa9aadd527faa), ``createAuthorizerAttributes`` (Verb
+"create", Name: name) wrapped by ``withAuthorization`` around the create validation
+that ``forceAllowCreate`` (set for apply patches) reaches when the object is missing.
+Rules match as RBAC's ``RuleAllows`` does (plugin/pkg/auth/authorizer/rbac/rbac.go):
+verb, API group, resource, and ``resourceNames`` only when the request names one, so
+such a rule never allows ``list`` or a POST ``create``. A denied create-on-apply
+answers like ``withAuthorization``: ``<resource> "<name>" is forbidden: `` with RBAC's
+empty reason. ``Policy.shipped_role`` reads the rules from manifests/base/role.yaml,
+so the Role that ships is the one tested.
+
 Started once per test session on a free port (``fake_k8s_api`` fixture); the
 ``k8s_api`` fixture resets it for each test.
 """
@@ -29,6 +47,84 @@ import pytest
 import yaml
 
 TOKEN = "fake-k8s-token-0123456789"
+ROLE_FILE = Path(__file__).resolve().parents[1] / "manifests" / "base" / "role.yaml"
+USER = "system:serviceaccount:mlops:mlflow-bridge"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One RBAC PolicyRule."""
+
+    api_groups: frozenset[str]
+    resources: frozenset[str]
+    verbs: frozenset[str]
+    resource_names: frozenset[str] = frozenset()
+
+    def allows(self, group: str, resource: str, verb: str, name: str) -> bool:
+        def has(values: frozenset[str], value: str) -> bool:
+            return "*" in values or value in values
+
+        return (
+            has(self.verbs, verb)
+            and has(self.api_groups, group)
+            and has(self.resources, resource)
+            and (not self.resource_names or name in self.resource_names)
+        )
+
+
+@dataclass(frozen=True)
+class Policy:
+    """RBAC rules, each bound in one namespace (a Role + RoleBinding) or in all (None)."""
+
+    bindings: tuple[tuple[str | None, Rule], ...]
+
+    def allows(self, group: str, resource: str, verb: str, ns: str, name: str) -> bool:
+        return any(
+            bound in (None, ns) and rule.allows(group, resource, verb, name)
+            for bound, rule in self.bindings
+        )
+
+    @classmethod
+    def from_roles(cls, text: str, namespaces: dict[str, str] | None = None) -> Policy:
+        """Every Role in ``text`` (YAML), bound in ``namespaces[role name]`` (default: all)."""
+        bindings = []
+        for doc in yaml.safe_load_all(text):
+            if not doc or doc.get("kind") != "Role":
+                continue
+            bound = (namespaces or {}).get(doc["metadata"]["name"])
+            for r in doc.get("rules") or []:
+                rule = Rule(
+                    frozenset(r.get("apiGroups") or ()),
+                    frozenset(r.get("resources") or ()),
+                    frozenset(r.get("verbs") or ()),
+                    frozenset(r.get("resourceNames") or ()),
+                )
+                bindings.append((bound, rule))
+        return cls(tuple(bindings))
+
+    @classmethod
+    def shipped_role(cls, target_namespace: str, lease_namespace: str) -> Policy:
+        """manifests/base/role.yaml as the kustomization binds it: the InferenceService
+        Role in the target namespace, the leader-election Role in the daemon's."""
+        return cls.from_roles(
+            ROLE_FILE.read_text(),
+            {
+                "mlflow-bridge-inferenceservices": target_namespace,
+                "mlflow-bridge-leader-election": lease_namespace,
+            },
+        )
+
+
+@dataclass(frozen=True)
+class Check:
+    """One authorization decision the fake made."""
+
+    group: str
+    resource: str
+    verb: str
+    namespace: str
+    name: str
+    allowed: bool
 
 
 @dataclass
@@ -52,6 +148,8 @@ class FakeState:
     unauthorized: bool = False
     resource_version: int = 0
     lease_writes: list[tuple[float, str, str | None]] = field(default_factory=list)
+    policy: Policy | None = None  # None: every request is allowed
+    checks: list[Check] = field(default_factory=list)
 
 
 def _status(code: int, reason: str, message: str, details: dict | None = None) -> dict:
@@ -168,6 +266,11 @@ class FakeKubeAPI:
         with self.lock:
             return {_verb(r.method, (_split(r.path) or [None] * 5)[4]) for r in self.state.requests}
 
+    def checks(self) -> list[Check]:
+        """Every authorization decision so far (verb as the real API server checks it)."""
+        with self.lock:
+            return list(self.state.checks)
+
     def lease(self, ns: str, name: str) -> dict | None:
         with self.lock:
             return self.state.objects.get(
@@ -232,6 +335,14 @@ class FakeKubeAPI:
         group, version, ns, plural, name = parsed
         resource = f"{plural}.{group}" if group else plural
         verb = _verb(req.method, name)
+        if not self._authorize(group, plural, verb, ns, name or ""):
+            return 403, _status(
+                403,
+                "Forbidden",
+                f'{resource} is forbidden: User "{USER}" cannot {verb} resource "{plural}" '
+                f'in API group "{group}" in the namespace "{ns}"',
+                {"group": group, "kind": plural},
+            )
         if ns in s.forbidden_namespaces:
             return 403, _status(
                 403,
@@ -303,12 +414,27 @@ class FakeKubeAPI:
                     400, "BadRequest", "name, namespace or kind do not match the URL"
                 )
             existed = req.path in s.objects
+            if not existed and not self._authorize(group, plural, "create", ns, name):
+                # patch.go: withAuthorization -> errors.NewForbidden(gr, name, reason);
+                # RBAC gives no reason when no rule matches.
+                return 403, _status(
+                    403,
+                    "Forbidden",
+                    f'{resource} "{name}" is forbidden: ',
+                    {"name": name, "group": group, "kind": plural},
+                )
             obj = json.loads(json.dumps(body))
             obj["metadata"]["managedFields"] = [{"manager": manager, "operation": "Apply"}]
             if not dry_run:
                 s.objects[req.path] = obj
             return (200 if existed else 201), obj
         return 405, _status(405, "MethodNotAllowed", f"{req.method} is not supported here")
+
+    def _authorize(self, group: str, resource: str, verb: str, ns: str, name: str) -> bool:
+        s = self.state
+        allowed = s.policy is None or s.policy.allows(group, resource, verb, ns, name)
+        s.checks.append(Check(group, resource, verb, ns, name, allowed))
+        return allowed
 
     def _lease(self, req: Request, ns: str, name: str | None) -> tuple[int, dict]:
         s = self.state
