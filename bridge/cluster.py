@@ -36,12 +36,16 @@ class ClusterChange:
     dry_run: bool = False
 
 
-# Every (API group, resource) -> verbs this module makes the API server see
-# (server-side apply is "patch"). manifests/base/role.yaml grants exactly these;
+# Every (API group, resource) -> verbs the API server checks for what this module sends.
+# A server-side apply is authorized as "patch", and, when the object does not exist yet,
+# also as "create" (staging/src/k8s.io/apiserver/pkg/endpoints/handlers/patch.go:
+# createAuthorizerAttributes). manifests/base/role.yaml grants exactly these;
 # tests/unit/test_manifests.py holds the two together.
 VERBS_USED = {
-    ("serving.kserve.io", "inferenceservices"): frozenset({"get", "list", "patch", "delete"}),
-    ("", "serviceaccounts"): frozenset({"get", "patch"}),
+    ("serving.kserve.io", "inferenceservices"): frozenset(
+        {"get", "list", "patch", "create", "delete"}
+    ),
+    ("", "serviceaccounts"): frozenset({"get", "patch", "create"}),
 }
 
 

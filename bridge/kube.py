@@ -106,15 +106,24 @@ class KubeClient:
         query = [("fieldManager", FIELD_MANAGER), ("force", "true" if force else "false")]
         if dry_run:
             query.append(("dryRun", "All"))
-        return self._call(
-            "PATCH",
-            kind.path(meta["namespace"], meta["name"]),
-            f"apply {kind.kind} {meta['namespace']}/{meta['name']}",
-            kind,
-            query=query,
-            body=obj,
-            content_type="application/apply-patch+yaml",
-        )
+        try:
+            return self._call(
+                "PATCH",
+                kind.path(meta["namespace"], meta["name"]),
+                f"apply {kind.kind} {meta['namespace']}/{meta['name']}",
+                kind,
+                query=query,
+                body=obj,
+                content_type="application/apply-patch+yaml",
+            )
+        except Forbidden as exc:
+            # The API server authorizes an apply as "patch", and as "create" when the
+            # object is new; its 403 for the second names neither verb.
+            raise Forbidden(
+                exc.message,
+                hint=f"server-side apply needs patch, and create for a new object, on "
+                f"{kind.resource}; {RBAC_HINT}",
+            ) from None
 
     def get(self, kind: Kind, namespace: str, name: str) -> dict | None:
         try:

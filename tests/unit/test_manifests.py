@@ -127,6 +127,30 @@ def test_rbac_grants_no_verbs_beyond_what_the_code_uses():
         ]
 
 
+def test_rbac_names_the_objects_it_can_and_only_where_rbac_can_match_a_name():
+    """resourceNames come from the ConfigMap the daemon reads (one value decides both),
+    and never sit on a rule granting list or a POST create: RBAC matches a rule with
+    resourceNames only when the request names an object, which a list and a create by
+    POST do not (Kubernetes docs, RBAC "Referring to resources")."""
+    docs = build("manifests/base")
+    [cm] = _by_kind(docs, "ConfigMap")
+    named = {}
+    for role in _by_kind(docs, "Role"):
+        for rule in role["rules"]:
+            if rule.get("resourceNames"):
+                assert not {"list", "watch", "deletecollection"} & set(rule["verbs"]), rule
+                for resource in rule["resources"]:
+                    named[resource] = (rule["resourceNames"], set(rule["verbs"]))
+    assert named["leases"] == ([cm["data"]["BRIDGE_LEASE_NAME"]], {"get", "update"})
+    # The ServiceAccount is created by server-side apply (a PATCH on its name), so even
+    # its create is narrowed; a Lease is created by POST, so its create is not.
+    assert named["serviceaccounts"] == (
+        [cm["data"]["BRIDGE_SERVICE_ACCOUNT"]],
+        {"get", "patch", "create"},
+    )
+    assert "inferenceservices" not in named
+
+
 def test_lease_code_sends_only_the_granted_verbs():
     """The verbs LeaseLock calls map onto LEASE_VERBS (read=get, create, replace=update)."""
     import inspect
