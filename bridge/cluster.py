@@ -8,7 +8,8 @@ Talks to the API only through :class:`bridge.kube.KubeClient`. The rules:
   as a conflict, a ServiceAccount of the same name is left as the user made it;
 - pruning lists InferenceServices by that label, in the namespaces this pass
   serves, and deletes exactly the owned ones that are not desired, not kept
-  (a model that failed this pass keeps what it has) and in scope.
+  (a model that failed this pass, before or during its apply, keeps what it has)
+  and in scope.
 """
 
 from __future__ import annotations
@@ -129,9 +130,12 @@ def reconcile_cluster(
             change.errors[name] = exc
 
     wanted = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in services}
+    # A model whose apply failed (forbidden, invalid, conflict ...) keeps what served it,
+    # wherever that is: its new object may be meant for another namespace.
+    kept = keep | set(change.errors)
     for ns in sorted(owned):
         for name in sorted(owned[ns]):
-            if (ns, name) in wanted or name in keep or not in_scope(name):
+            if (ns, name) in wanted or name in kept or not in_scope(name):
                 continue
             try:
                 kube.delete(INFERENCE_SERVICE, ns, name, dry_run=dry_run)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from decimal import Decimal
 
 from bridge.errors import CheckFailed
 
@@ -47,6 +48,58 @@ class ServingSpec:
     gpu: int = 0
     gpu_resource: str = "nvidia.com/gpu"
     canary_traffic_percent: int = 10
+
+
+@dataclass(frozen=True)
+class ServingLimits:
+    """What a model's tags may ask for (settings ``BRIDGE_ALLOWED_NAMESPACES`` and
+    ``BRIDGE_TAG_MAX_*``): tags are written by whoever may edit a registered model, so
+    they must not place a model in any namespace or size it without limit."""
+
+    namespaces: frozenset[str]
+    max_replicas: int
+    max_cpu: str
+    max_memory: str
+    max_gpu: int
+
+
+# The setting that sets each bound, for the message that names it.
+LIMIT_SETTINGS = {
+    "namespace": "BRIDGE_ALLOWED_NAMESPACES",
+    "replicas": "BRIDGE_TAG_MAX_REPLICAS",
+    "cpu": "BRIDGE_TAG_MAX_CPU",
+    "memory": "BRIDGE_TAG_MAX_MEMORY",
+    "gpu": "BRIDGE_TAG_MAX_GPU",
+}
+
+# Kubernetes resource.Quantity suffixes (k8s.io/apimachinery/pkg/api/resource).
+_SUFFIX = {
+    "": Decimal(1),
+    "m": Decimal("0.001"),
+    "k": Decimal(10) ** 3,
+    "M": Decimal(10) ** 6,
+    "G": Decimal(10) ** 9,
+    "T": Decimal(10) ** 12,
+    "P": Decimal(10) ** 15,
+    "E": Decimal(10) ** 18,
+    "Ki": Decimal(2) ** 10,
+    "Mi": Decimal(2) ** 20,
+    "Gi": Decimal(2) ** 30,
+    "Ti": Decimal(2) ** 40,
+    "Pi": Decimal(2) ** 50,
+    "Ei": Decimal(2) ** 60,
+}
+
+
+def quantity_value(value: str) -> Decimal:
+    """The number a Kubernetes quantity stands for: ``500m`` -> 0.5, ``1Gi`` -> 1073741824."""
+    m = _QUANTITY.match(value)
+    if not m:
+        raise ValueError(f"{value!r} is not a Kubernetes quantity")
+    suffix = m.group("suffix") or ""
+    if suffix[:1] in ("e", "E") and len(suffix) > 1:
+        return Decimal(m.group("num")) * Decimal(10) ** int(suffix[1:])
+    return Decimal(m.group("num")) * _SUFFIX[suffix]
 
 
 def is_quantity(value: str) -> bool:
@@ -122,9 +175,14 @@ TAGS: dict[str, tuple[str, object, str]] = {
 
 
 def resolve(
-    model: str, tags: dict[str, str], defaults: ServingSpec, runtimes: dict[str, tuple[str, ...]]
+    model: str,
+    tags: dict[str, str],
+    defaults: ServingSpec,
+    runtimes: dict[str, tuple[str, ...]],
+    limits: ServingLimits | None = None,
 ) -> ServingSpec:
-    """``defaults`` with the model's ``bridge.*`` tags applied, every value validated."""
+    """``defaults`` with the model's ``bridge.*`` tags applied, every value validated
+    and, given ``limits``, held within them."""
     changes: dict[str, object] = {}
     for tag in sorted(tags):
         if not tag.startswith(TAG_PREFIX) or tag in BOOKKEEPING_TAGS:
@@ -158,7 +216,43 @@ def resolve(
             f"model {model!r}: min-replicas 0 (scale to zero) needs Serverless mode, not RawDeployment",
             hint=f"set {TAG_PREFIX}min-replicas to 1 or more",
         )
+    if limits is not None:
+        check_limits(model, spec, limits)
     return spec
+
+
+def check_limits(model: str, spec: ServingSpec, limits: ServingLimits) -> None:
+    """Refuse a spec outside ``limits``, naming the tag, the bound and its setting."""
+    if spec.namespace not in limits.namespaces:
+        raise CheckFailed(
+            f"model {model!r}: tag '{TAG_PREFIX}namespace' asks for namespace "
+            f"{spec.namespace!r}, which is not allowed (allowed: "
+            f"{', '.join(sorted(limits.namespaces))}; {LIMIT_SETTINGS['namespace']})",
+            hint=f"fix the tag, or add the namespace to {LIMIT_SETTINGS['namespace']}",
+        )
+    over = [
+        ("max-replicas", spec.max_replicas, limits.max_replicas, "replicas"),
+        ("min-replicas", spec.min_replicas, limits.max_replicas, "replicas"),
+        ("gpu", spec.gpu, limits.max_gpu, "gpu"),
+    ]
+    for tag, asked, bound, key in over:
+        if asked > bound:
+            _above(model, tag, str(asked), str(bound), key)
+    for tag, asked, bound in (
+        ("cpu", spec.cpu, limits.max_cpu),
+        ("memory", spec.memory, limits.max_memory),
+    ):
+        if quantity_value(asked) > quantity_value(bound):
+            _above(model, tag, asked, bound, tag)
+
+
+def _above(model: str, tag: str, asked: str, bound: str, key: str) -> None:
+    setting = LIMIT_SETTINGS[key]
+    raise CheckFailed(
+        f"model {model!r}: tag '{TAG_PREFIX}{tag}' asks for {asked}, above the bound {bound} "
+        f"({setting})",
+        hint=f"lower the tag, or raise {setting}",
+    )
 
 
 def _runtime(value: str, runtimes: dict[str, tuple[str, ...]]) -> str:

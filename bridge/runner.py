@@ -123,11 +123,13 @@ def render_version(settings: Settings, model: str, version: str) -> str:
 
     from bridge.overrides import parse_runtimes, resolve
     from bridge.runtime_fit import model_format_version
-    from bridge.sync import serving_defaults, serving_options, supported_versions
+    from bridge.sync import serving_defaults, serving_limits, serving_options, supported_versions
 
     [registered] = registry.registered_models([model])
     runtimes = parse_runtimes(settings.runtimes)
-    spec = resolve(model, registered.tags, serving_defaults(settings), runtimes)
+    spec = resolve(
+        model, registered.tags, serving_defaults(settings), runtimes, serving_limits(settings)
+    )
     if published is not None:
         major = publisher.needs(kname, published).mlflow_major
         fmt = model_format_version(major, supported_versions(runtimes, spec))

@@ -272,6 +272,32 @@ class Settings:
     gpu_resource: str = _setting(
         "nvidia.com/gpu", ("BRIDGE_GPU_RESOURCE",), "Extended resource name of a GPU."
     )
+    allowed_namespaces: str = _setting(
+        "",
+        ("BRIDGE_ALLOWED_NAMESPACES",),
+        "Namespaces a bridge.namespace tag may choose, comma-separated; BRIDGE_NAMESPACE is "
+        "always allowed (default: only it).",
+    )
+    tag_max_replicas: int = _setting(
+        10,
+        ("BRIDGE_TAG_MAX_REPLICAS",),
+        "Highest min/max replicas a model's tags (and the defaults) may ask for.",
+        _parse_non_negative_int,
+    )
+    tag_max_cpu: str = _setting(
+        "8", ("BRIDGE_TAG_MAX_CPU",), "Highest CPU per replica a bridge.cpu tag may ask for."
+    )
+    tag_max_memory: str = _setting(
+        "32Gi",
+        ("BRIDGE_TAG_MAX_MEMORY",),
+        "Highest memory per replica a bridge.memory tag may ask for.",
+    )
+    tag_max_gpu: int = _setting(
+        1,
+        ("BRIDGE_TAG_MAX_GPU",),
+        "Highest GPUs per replica a bridge.gpu tag may ask for.",
+        _parse_non_negative_int,
+    )
     canary_traffic_percent: int = _setting(
         10,
         ("BRIDGE_CANARY_TRAFFIC_PERCENT",),
@@ -526,6 +552,36 @@ def _validate(s: Settings) -> None:
             raise UsageError(f"{name} {value!r} is not a URL", hint="use e.g. http://minio:9000")
 
 
+def _validate_bounds(s: Settings) -> None:
+    """The bounds are quantities, and the defaults stay within them."""
+    from bridge.overrides import is_quantity, quantity_value
+
+    for name in ("tag_max_cpu", "tag_max_memory"):
+        if not is_quantity(getattr(s, name)):
+            raise UsageError(f"{name} {getattr(s, name)!r} is not a positive Kubernetes quantity")
+    checks = [
+        ("max_replicas", s.max_replicas, s.tag_max_replicas, "BRIDGE_TAG_MAX_REPLICAS"),
+        ("min_replicas", s.min_replicas, s.tag_max_replicas, "BRIDGE_TAG_MAX_REPLICAS"),
+        ("gpu", s.gpu, s.tag_max_gpu, "BRIDGE_TAG_MAX_GPU"),
+    ]
+    if is_quantity(s.cpu) and is_quantity(s.memory):
+        checks += [
+            ("cpu", quantity_value(s.cpu), quantity_value(s.tag_max_cpu), "BRIDGE_TAG_MAX_CPU"),
+            (
+                "memory",
+                quantity_value(s.memory),
+                quantity_value(s.tag_max_memory),
+                "BRIDGE_TAG_MAX_MEMORY",
+            ),
+        ]
+    for name, value, bound, setting in checks:
+        if value > bound:
+            raise UsageError(
+                f"default {name} {getattr(s, name)} is above the bound in {setting}",
+                hint=f"lower BRIDGE_{name.upper()} or raise {setting}",
+            )
+
+
 def _validate_serving(s: Settings) -> None:
     """The serving block: the same checks a model's bridge.* tags get."""
     from bridge.overrides import DEPLOYMENT_MODES, is_quantity, is_resource_name, parse_runtimes
@@ -553,6 +609,14 @@ def _validate_serving(s: Settings) -> None:
         raise UsageError(
             f"gpu resource {s.gpu_resource!r} is not a resource name like nvidia.com/gpu"
         )
+    for ns in s.allowed_namespaces.split(","):
+        ns = ns.strip()
+        if ns and (not _DNS1123_LABEL.match(ns) or len(ns) > 63):
+            raise UsageError(
+                f"allowed namespace {ns!r} is not a valid Kubernetes namespace name",
+                hint="fix BRIDGE_ALLOWED_NAMESPACES (comma-separated namespace names)",
+            )
+    _validate_bounds(s)
     if s.max_replicas < max(1, s.min_replicas):
         raise UsageError(
             f"max replicas {s.max_replicas} must be at least 1 and at least min replicas {s.min_replicas}"

@@ -21,7 +21,7 @@ import yaml
 from bridge.errors import BridgeError, CheckFailed, UsageError, worst_exit_code
 from bridge.gitops import OutputChange, OutputDir
 from bridge.names import k8s_name
-from bridge.overrides import ServingSpec, parse_runtimes, resolve
+from bridge.overrides import ServingLimits, ServingSpec, parse_runtimes, resolve
 from bridge.publish import PublishedVersion, Publisher, check_same_version
 from bridge.registry import ModelVersionInfo, RegisteredModelInfo, Registry
 from bridge.runtime_fit import (
@@ -121,6 +121,17 @@ def serving_options(settings: Settings) -> ServingOptions:
     )
 
 
+def serving_limits(settings: Settings) -> ServingLimits:
+    extra = {ns.strip() for ns in settings.allowed_namespaces.split(",") if ns.strip()}
+    return ServingLimits(
+        namespaces=frozenset(extra | {settings.namespace}),
+        max_replicas=settings.tag_max_replicas,
+        max_cpu=settings.tag_max_cpu,
+        max_memory=settings.tag_max_memory,
+        max_gpu=settings.tag_max_gpu,
+    )
+
+
 def serving_defaults(settings: Settings) -> ServingSpec:
     return ServingSpec(
         namespace=settings.namespace,
@@ -184,6 +195,7 @@ class Reconciler:
         self.publisher = Publisher(store)
         self.serving = serving_options(settings)
         self.defaults = serving_defaults(settings)
+        self.limits = serving_limits(settings)
         self.runtimes = parse_runtimes(settings.runtimes)
         self.provided = runtime_packages(settings) if settings.runtime_fit != "off" else {}
         self._fit_cache: dict[str, _Fit] = {}  # published paths never change: cache by digest
@@ -241,7 +253,7 @@ class Reconciler:
         version = m.aliases[self.settings.alias]
         result = ModelResult(m.name, kname, "failed", version=version)
         try:
-            spec = resolve(m.name, m.tags, self.defaults, self.runtimes)
+            spec = resolve(m.name, m.tags, self.defaults, self.runtimes, self.limits)
             pv, outcome = self._publish(m.name, kname, version)
             outcomes = {outcome}
             primary = self._fit(m.name, kname, pv, spec, result)

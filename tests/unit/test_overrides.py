@@ -157,3 +157,96 @@ def test_bookkeeping_tags_written_by_promote_are_not_overrides():
         {"kserve-mlserver": ("1", "2")},
     )
     assert spec.min_replicas == 2
+
+
+def _limits(**kw):
+    from bridge.overrides import ServingLimits
+
+    base = dict(
+        namespaces=frozenset({"models"}),
+        max_replicas=10,
+        max_cpu="8",
+        max_memory="32Gi",
+        max_gpu=1,
+    )
+    return ServingLimits(**{**base, **kw})
+
+
+@pytest.mark.parametrize(
+    "tag,value,line",
+    [
+        (
+            "bridge.namespace",
+            "kube-system",
+            "asks for namespace 'kube-system', which is not allowed",
+        ),
+        ("bridge.max-replicas", "11", "asks for 11, above the bound 10 (BRIDGE_TAG_MAX_REPLICAS)"),
+        ("bridge.min-replicas", "12", "asks for 12, above the bound 10 (BRIDGE_TAG_MAX_REPLICAS)"),
+        ("bridge.cpu", "8001m", "asks for 8001m, above the bound 8 (BRIDGE_TAG_MAX_CPU)"),
+        ("bridge.memory", "33Gi", "asks for 33Gi, above the bound 32Gi (BRIDGE_TAG_MAX_MEMORY)"),
+        ("bridge.memory", "40G", "asks for 40G, above the bound 32Gi (BRIDGE_TAG_MAX_MEMORY)"),
+        ("bridge.gpu", "2", "asks for 2, above the bound 1 (BRIDGE_TAG_MAX_GPU)"),
+    ],
+)
+def test_tags_beyond_the_bounds_are_refused_naming_the_setting(tag, value, line):
+    tags = {tag: value}
+    if tag == "bridge.min-replicas":
+        tags["bridge.max-replicas"] = "12"
+    with pytest.raises(CheckFailed) as err:
+        resolve("m", tags, DEFAULTS, RUNTIMES, _limits())
+    assert line in err.value.one_line()
+    assert err.value.one_line().startswith("model 'm': tag ")
+
+
+def test_tags_within_the_bounds_and_allowed_namespaces_apply():
+    tags = {
+        "bridge.namespace": "team-a",
+        "bridge.max-replicas": "10",
+        "bridge.cpu": "8000m",
+        "bridge.memory": "34359738368",  # 32Gi in bytes
+        "bridge.gpu": "1",
+    }
+    spec = resolve(
+        "m", tags, DEFAULTS, RUNTIMES, _limits(namespaces=frozenset({"models", "team-a"}))
+    )
+    assert (spec.namespace, spec.max_replicas, spec.gpu) == ("team-a", 10, 1)
+
+
+@pytest.mark.parametrize(
+    "value,number",
+    [("500m", "0.5"), ("2", "2"), ("1Gi", "1073741824"), ("1.5G", "1500000000"), ("1e3", "1000")],
+)
+def test_quantity_values(value, number):
+    from decimal import Decimal
+
+    from bridge.overrides import quantity_value
+
+    assert quantity_value(value) == Decimal(number)
+
+
+def test_allowed_namespaces_default_to_bridge_namespace_only():
+    from bridge.sync import serving_limits
+
+    assert serving_limits(load_settings(env={"BRIDGE_NAMESPACE": "models"})).namespaces == {
+        "models"
+    }
+    limits = serving_limits(
+        load_settings(env={"BRIDGE_NAMESPACE": "models", "BRIDGE_ALLOWED_NAMESPACES": "a, b"})
+    )
+    assert limits.namespaces == {"models", "a", "b"}
+
+
+@pytest.mark.parametrize(
+    "env,message",
+    [
+        ({"BRIDGE_ALLOWED_NAMESPACES": "ok,Not_OK"}, "allowed namespace 'Not_OK'"),
+        ({"BRIDGE_TAG_MAX_CPU": "lots"}, "tag_max_cpu 'lots' is not a positive"),
+        ({"BRIDGE_CPU": "16"}, "default cpu 16 is above the bound in BRIDGE_TAG_MAX_CPU"),
+        ({"BRIDGE_MAX_REPLICAS": "20"}, "default max_replicas 20 is above the bound"),
+        ({"BRIDGE_GPU": "2"}, "default gpu 2 is above the bound in BRIDGE_TAG_MAX_GPU"),
+    ],
+)
+def test_bad_bounds_are_usage_errors(env, message):
+    with pytest.raises(UsageError) as err:
+        load_settings(env=env)
+    assert message in err.value.one_line()
