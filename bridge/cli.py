@@ -151,6 +151,13 @@ def cli(ctx, config, log_format, log_level, debug):
     default=None,
     help="With --apply: server-side dry run, the cluster is not changed [env: BRIDGE_DRY_RUN].",
 )
+@click.option(
+    "--allow-mass-removal",
+    is_flag=True,
+    default=None,
+    help="Let this run remove more than BRIDGE_MAX_REMOVAL_FRACTION of the served models, "
+    "or all of them [env: BRIDGE_ALLOW_MASS_REMOVAL].",
+)
 @tracking_option
 @target_options
 @serving_options
@@ -162,7 +169,9 @@ def sync(ctx: Context, once, verify, output_dir, models, output, **flags):
     points at a version, copies that version's artifacts to
     <BRIDGE_TARGET_URI>/<model>/<version>/, verifies every file's SHA-256,
     and only then writes the InferenceService YAML. Without --once it
-    keeps polling every BRIDGE_POLL_INTERVAL seconds.
+    keeps polling every BRIDGE_POLL_INTERVAL seconds. A pass that would
+    remove more than BRIDGE_MAX_REMOVAL_FRACTION of the served models (or
+    all of them) removes nothing and exits 1, unless --allow-mass-removal.
 
     \b
     Example:

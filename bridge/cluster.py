@@ -9,7 +9,8 @@ Talks to the API only through :class:`bridge.kube.KubeClient`. The rules:
 - pruning lists InferenceServices by that label, in the namespaces this pass
   serves, and deletes exactly the owned ones that are not desired, not kept
   (a model that failed this pass, before or during its apply, keeps what it has)
-  and in scope.
+  and in scope;
+- a prune the mass-removal guard (:mod:`bridge.prune_guard`) refuses deletes nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from bridge import MANAGED_BY
 from bridge.errors import BridgeError, CheckFailed
 from bridge.kube import INFERENCE_SERVICE, Forbidden, KubeClient, kind_of
+from bridge.prune_guard import RemovalPolicy
 from bridge.serving import MANAGED_BY_LABEL
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,8 @@ class ClusterChange:
     skipped: list[str] = field(default_factory=list)
     errors: dict[str, BridgeError] = field(default_factory=dict)  # InferenceService name -> error
     dry_run: bool = False
+    held: list[str] = field(default_factory=list)  # stale, kept: the guard refused the prune
+    refused: BridgeError | None = None
 
 
 # Every (API group, resource) -> verbs the API server checks for what this module sends.
@@ -68,11 +72,13 @@ def reconcile_cluster(
     in_scope: Callable[[str], bool],
     force: bool,
     dry_run: bool,
+    removal: RemovalPolicy | None = None,
 ) -> ClusterChange:
     """Apply ``desired`` (ServiceAccounts first), then prune stale owned InferenceServices.
 
     ``keep`` holds InferenceService names never to prune this pass; ``in_scope(name)``
-    limits pruning to the models this pass looked at.
+    limits pruning to the models this pass looked at; ``removal`` (default: no guard)
+    refuses a prune that would remove too much of what is served.
     """
     change = ClusterChange(dry_run=dry_run)
     services = [o for o in desired if o["kind"] == INFERENCE_SERVICE.kind]
@@ -133,13 +139,24 @@ def reconcile_cluster(
     # A model whose apply failed (forbidden, invalid, conflict ...) keeps what served it,
     # wherever that is: its new object may be meant for another namespace.
     kept = keep | set(change.errors)
-    for ns in sorted(owned):
-        for name in sorted(owned[ns]):
-            if (ns, name) in wanted or name in kept or not in_scope(name):
-                continue
-            try:
-                kube.delete(INFERENCE_SERVICE, ns, name, dry_run=dry_run)
-                change.pruned.append(f"{INFERENCE_SERVICE.kind}/{ns}/{name}")
-            except BridgeError as exc:
-                change.errors[name] = exc
+    stale = [
+        (ns, name)
+        for ns in sorted(owned)
+        for name in sorted(owned[ns])
+        if (ns, name) not in wanted and name not in kept and in_scope(name)
+    ]
+    served = sum(len(names) for names in owned.values())
+    change.refused = (removal or RemovalPolicy(allowed=True)).check(
+        served, len(stale), "the cluster"
+    )
+    if change.refused is not None:
+        log.error("%s", change.refused.one_line())
+        change.held = [f"{INFERENCE_SERVICE.kind}/{ns}/{name}" for ns, name in stale]
+        return change
+    for ns, name in stale:
+        try:
+            kube.delete(INFERENCE_SERVICE, ns, name, dry_run=dry_run)
+            change.pruned.append(f"{INFERENCE_SERVICE.kind}/{ns}/{name}")
+        except BridgeError as exc:
+            change.errors[name] = exc
     return change

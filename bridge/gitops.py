@@ -26,6 +26,7 @@ class OutputChange:
     written: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)  # stale, but kept: removal was refused
 
 
 def atomic_write(path: Path, text: str) -> bool:
@@ -89,8 +90,14 @@ class OutputDir:
                 owned[p.name] = text
         return owned
 
-    def reconcile(self, desired: dict[str, str], in_scope) -> OutputChange:
-        """Make the owned files equal ``desired`` for every file name ``in_scope(name)`` accepts."""
+    def stale(self, desired: dict[str, str] | set[str], in_scope) -> list[str]:
+        """Owned files ``reconcile`` would remove: not desired, and ``in_scope``."""
+        return [n for n in sorted(self.owned_files(skip=set(desired))) if in_scope(n)]
+
+    def reconcile(self, desired: dict[str, str], in_scope, *, prune: bool = True) -> OutputChange:
+        """Make the owned files equal ``desired`` for every file name ``in_scope(name)`` accepts.
+
+        With ``prune=False`` stale files stay (and stay listed): nothing is removed."""
         change = OutputChange()
         self.path.mkdir(parents=True, exist_ok=True)
         for name in sorted(desired):
@@ -101,10 +108,12 @@ class OutputDir:
         # Files just written are bridge's own; only the others need a closer look.
         listed = {name for name, text in desired.items() if _OWNED_MARK in text}
         for name in sorted(self.owned_files(skip=set(desired))):
-            if in_scope(name):
+            if in_scope(name) and prune:
                 (self.path / name).unlink()
                 change.removed.append(name)
             else:
+                if in_scope(name):
+                    change.held.append(name)
                 listed.add(name)
         kustomization = self.path / KUSTOMIZATION
         # A kustomization.yaml the user wrote is theirs: leave it alone.

@@ -30,9 +30,8 @@ def print_report(report, output: str) -> None:
     """The report on stdout; each failure also as one `error:` line on stderr."""
     from bridge.log import redact
 
-    for r in report.results:
-        if r.error:
-            click.echo(f"error: {redact(r.error.one_line())}", err=True)
+    for err in [r.error for r in report.results if r.error] + getattr(report, "refused", []):
+        click.echo(f"error: {redact(err.one_line())}", err=True)
     if output == "json":
         click.echo(json.dumps([r.as_dict() for r in report.results], indent=2, sort_keys=True))
         return
@@ -43,6 +42,8 @@ def print_report(report, output: str) -> None:
             click.echo(f"{r.name}: failed ({r.error.kind})")
         elif r.state == "removed":
             click.echo(f"{r.name}: removed (alias no longer set)")
+        elif r.state == "held":
+            click.echo(f"{r.name}: kept (its removal was refused, see the error above)")
         else:
             click.echo(
                 f"{r.name}: version {r.version} {r.state} -> {r.storage_uri} ({r.bytes_copied} bytes copied)"
@@ -51,12 +52,14 @@ def print_report(report, output: str) -> None:
         o = report.output
         click.echo(
             f"output: {len(o.written)} written, {len(o.removed)} removed, {len(o.unchanged)} unchanged"
+            + (f", {len(o.held)} kept (removal refused)" if o.held else "")
         )
     if getattr(report, "cluster", None) is not None:
         c = report.cluster
         click.echo(
             f"cluster{' (dry run)' if c.dry_run else ''}: {len(c.applied)} applied, "
             f"{len(c.pruned)} pruned, {len(c.skipped)} left alone (not bridge's)"
+            + (f", {len(c.held)} kept (removal refused)" if c.held else "")
         )
 
 

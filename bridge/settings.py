@@ -46,6 +46,13 @@ def _parse_positive_float(value: str) -> float:
     return f
 
 
+def _parse_fraction(value: str) -> float:
+    f = float(value)
+    if not 0 <= f <= 1:
+        raise ValueError(f"must be between 0 and 1, got {value!r}")
+    return f
+
+
 def _parse_non_negative_int(value: str) -> int:
     i = int(value)
     if i < 0:
@@ -118,6 +125,20 @@ class Settings:
     )
     output_dir: str | None = _setting(
         None, ("BRIDGE_OUTPUT_DIR",), "GitOps directory the InferenceService YAML is written to."
+    )
+    max_removal_fraction: float = _setting(
+        0.5,
+        ("BRIDGE_MAX_REMOVAL_FRACTION",),
+        "Most of the served models one pass may remove (0-1); removing more, or every one, "
+        "is refused (exit 1) unless mass removal is allowed.",
+        _parse_fraction,
+    )
+    allow_mass_removal: bool = _setting(
+        False,
+        ("BRIDGE_ALLOW_MASS_REMOVAL",),
+        "Let a pass remove more than BRIDGE_MAX_REMOVAL_FRACTION of the served models "
+        "(--allow-mass-removal for one run).",
+        _parse_bool,
     )
     service_account: str = _setting(
         "mlflow-bridge-models",

@@ -626,6 +626,23 @@ def build_report(facts: Iterable[ModelFacts]) -> list[dict]:
     return [model_row(f) for f in sorted(facts, key=lambda f: f.name)]
 
 
+def note_held_removals(rows: list[dict], policy) -> list[dict]:
+    """Say, on each row `bridge sync` would remove, when its mass-removal guard
+    (:class:`bridge.prune_guard.RemovalPolicy`) refuses that removal: each served view
+    is judged as sync judges it, by the share of its served models that would go."""
+    sources = sorted({ref["source"] for row in rows for ref in row["served"]})
+    for source in sources:
+        served = [r for r in rows if any(ref["source"] == source for ref in r["served"])]
+        going = [r for r in served if r["version"] is None]
+        why = policy.why_refused(len(served), len(going))
+        for row in going if why else ():
+            row["reasons"].append(
+                f"bridge sync holds back its removal from {source}: {why} "
+                "(run `bridge sync --once --allow-mass-removal` if that is intended)"
+            )
+    return rows
+
+
 def status_report(
     settings: Settings,
     models: list[str] | None = None,
@@ -645,4 +662,8 @@ def status_report(
     if sources is None:
         sources = served_sources(settings, output_dir)
     facts = collect(settings, registry, store, sources, models, verify=verify, workers=workers)
-    return build_report(facts)
+    from bridge.prune_guard import RemovalPolicy
+
+    rows = build_report(facts)
+    # The guard judges the whole of what is served; a --model view sees only part of it.
+    return rows if models else note_held_removals(rows, RemovalPolicy.from_settings(settings))

@@ -3,7 +3,9 @@
 One pass lists registered models, publishes the version each approval alias
 points to, and makes the output directory match. A model that fails keeps
 whatever it had before (a live endpoint is never removed because MLflow or S3
-hiccuped); only a model whose alias is gone loses its manifest.
+hiccuped); only a model whose alias is gone loses its manifest, and a pass that
+would remove too much of what is served at once removes nothing
+(:mod:`bridge.prune_guard`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from bridge.errors import BridgeError, CheckFailed, UsageError, worst_exit_code
 from bridge.gitops import OutputChange, OutputDir
 from bridge.names import k8s_name
 from bridge.overrides import ServingLimits, ServingSpec, parse_runtimes, resolve
+from bridge.prune_guard import RemovalPolicy
 from bridge.publish import PublishedVersion, Publisher, check_same_version
 from bridge.registry import ModelVersionInfo, RegisteredModelInfo, Registry
 from bridge.runtime_fit import (
@@ -51,7 +54,8 @@ log = logging.getLogger(__name__)
 class ModelResult:
     name: str
     k8s_name: str
-    state: str  # "synced" | "unchanged" | "repaired" | "removed" | "failed"
+    # "synced" | "unchanged" | "repaired" | "removed" | "held" (stale, removal refused) | "failed"
+    state: str
     version: str | None = None
     storage_uri: str | None = None
     digest: str | None = None
@@ -71,10 +75,11 @@ class SyncReport:
     results: list[ModelResult] = field(default_factory=list)
     output: OutputChange | None = None
     cluster: ClusterChange | None = None
+    refused: list[BridgeError] = field(default_factory=list)  # removals the guard refused
 
     @property
     def errors(self) -> list[BridgeError]:
-        return [r.error for r in self.results if r.error is not None]
+        return [r.error for r in self.results if r.error is not None] + self.refused
 
     @property
     def exit_code(self) -> int:
@@ -196,6 +201,7 @@ class Reconciler:
         self.serving = serving_options(settings)
         self.defaults = serving_defaults(settings)
         self.limits = serving_limits(settings)
+        self.removal = RemovalPolicy.from_settings(settings)
         self.runtimes = parse_runtimes(settings.runtimes)
         self.provided = runtime_packages(settings) if settings.runtime_fit != "off" else {}
         self._fit_cache: dict[str, _Fit] = {}  # published paths never change: cache by digest
@@ -387,12 +393,18 @@ class Reconciler:
         for ns in sorted(namespaces):
             sa = service_account(self.serving, ns)
             files[file_name(sa)] = to_yaml(sa)
-        change = out.reconcile(files, in_scope)
-        for name in change.removed:
-            if name.count(".") == 1:  # an InferenceService file
-                report.results.append(
-                    ModelResult(name.removesuffix(".yaml"), name.removesuffix(".yaml"), "removed")
-                )
+        served = [n for n in existing if _is_service_file(n)]
+        stale = [n for n in out.stale(files, in_scope) if _is_service_file(n)]
+        refused = self.removal.check(len(served), len(stale), f"the output directory {out.path}")
+        if refused is not None:
+            log.error("%s", refused.one_line())
+            report.refused.append(refused)
+        change = out.reconcile(files, in_scope, prune=refused is None)
+        for name in change.removed + change.held:
+            if _is_service_file(name):
+                state = "removed" if name in change.removed else "held"
+                kname = name.removesuffix(".yaml")
+                report.results.append(ModelResult(kname, kname, state))
         return change
 
     def _apply(self, report: SyncReport, desired: dict[str, dict], in_scope) -> ClusterChange:
@@ -410,7 +422,10 @@ class Reconciler:
             in_scope=lambda name: in_scope(manifest_file_name(name)),
             force=self.settings.apply_force,
             dry_run=self.settings.dry_run,
+            removal=self.removal,
         )
+        if change.refused is not None:
+            report.refused.append(change.refused)
         by_name = {r.k8s_name: r for r in report.results}
         for name, exc in change.errors.items():
             r = by_name.get(name)
@@ -418,12 +433,15 @@ class Reconciler:
                 r = ModelResult(name, name, "failed")
                 report.results.append(r)
             r.state, r.error = "failed", exc
-        for ref in change.pruned:
+        for ref, state in [(r, "removed") for r in change.pruned] + [
+            (r, "held") for r in change.held
+        ]:
             name = ref.rsplit("/", 1)[1]
             if name not in by_name and not (
-                report.output and manifest_file_name(name) in report.output.removed
+                report.output
+                and manifest_file_name(name) in report.output.removed + report.output.held
             ):
-                report.results.append(ModelResult(name, name, "removed"))
+                report.results.append(ModelResult(name, name, state))
         return change
 
 
@@ -439,6 +457,11 @@ def same_registry_version(pv: PublishedVersion, info: ModelVersionInfo) -> bool:
     if pv.run_id and pv.run_id == info.run_id:
         return True
     return bool(pv.registry_source) and pv.registry_source == info.source
+
+
+def _is_service_file(name: str) -> bool:
+    """``<name>.yaml`` is an InferenceService; ``<name>.<ns>.serviceaccount.yaml`` is not."""
+    return name.count(".") == 1
 
 
 def _namespace_of(text: str) -> str | None:

@@ -55,6 +55,9 @@ def denv(private_stack, tmp_path, monkeypatch):
         "BRIDGE_S3_MAX_ATTEMPTS": "1",
         "BRIDGE_MAX_BACKOFF": "2",
         "BRIDGE_LEADER_ELECTION": "false",
+        # These daemons retire the only model they serve: a mass removal, confirmed here
+        # (the guard itself is tested in test_safety_prune).
+        "BRIDGE_ALLOW_MASS_REMOVAL": "true",
     }
     env["BRIDGE_CANARY_ALIAS"] = env["BRIDGE_ALIAS"] + "-canary"
     for k, v in private_stack.env().items():

@@ -198,12 +198,14 @@ def test_apply_and_prune_cli_fake_k8s_api(scope, register, client, k8s_api):
     k8s_api.seed(foreign, stale)
     env = {"BRIDGE_KUBECONFIG": str(k8s_api.kubeconfig), "BRIDGE_NAMESPACE": "models"}
 
-    dry = scope.run("sync", "--once", "--apply", "--dry-run", env=env)
+    # The first pass replaces the only model served (retired-model): a mass removal,
+    # confirmed here (the guard itself is tested in test_safety_prune).
+    dry = scope.run("sync", "--once", "--apply", "--dry-run", "--allow-mass-removal", env=env)
     assert dry.returncode == 0, dry.stderr
     assert "cluster (dry run): 3 applied, 1 pruned" in dry.stdout
     assert len(k8s_api.objects()) == 2  # nothing changed
 
-    res = scope.run("sync", "--once", "--apply", env=env)
+    res = scope.run("sync", "--once", "--apply", "--allow-mass-removal", env=env)
     assert res.returncode == 0, res.stderr
     patches = [r for r in k8s_api.requests("PATCH") if "dryRun" not in r.query]
     assert {r.path.rsplit("/", 1)[1] for r in patches} == {

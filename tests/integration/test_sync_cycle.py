@@ -69,10 +69,13 @@ def test_create_resync_move_remove_cycle(scope, register, client, s3):
     assert isvc["spec"]["predictor"]["model"]["storageUri"].endswith(f"/{v2}/")
     assert isvc["metadata"]["annotations"]["mlflow-kubeflow-bridge.io/version"] == v2
 
-    # alias removed: the manifest goes, other files stay
+    # alias removed: the manifest goes, other files stay (it is the only model served,
+    # so removing it is a mass removal: confirmed here, refused without; see test_safety_prune)
     (scope.output_dir / "hand-written.yaml").write_text("kind: ConfigMap\n")
     client.delete_registered_model_alias(model, scope.alias)
-    removed = scope.run("sync", "--once", "--output-dir", str(scope.output_dir))
+    removed = scope.run(
+        "sync", "--once", "--output-dir", str(scope.output_dir), "--allow-mass-removal"
+    )
     assert removed.returncode == 0, removed.stderr
     assert not path.exists()
     assert (scope.output_dir / "hand-written.yaml").exists()
