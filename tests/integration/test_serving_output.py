@@ -60,6 +60,8 @@ def test_gitops_dir_with_canary_overrides_and_bad_tags(scope, register, client):
         _register_same(client, plain, v1, name, tags)
         client.set_registered_model_alias(name, scope.alias, "1")
     out = scope.output_dir
+    # The gpu model's bridge.namespace tag asks for team-x, which must be allowed.
+    scope.env["BRIDGE_ALLOWED_NAMESPACES"] = "team-x"
 
     first = scope.run("sync", "--once", "--output-dir", str(out), "--output", "json")
     # Two models have bad tags: the pass says no (exit 1) but the others synced.
