@@ -26,6 +26,8 @@ from bridge.publish import PublishedVersion, Publisher, check_same_version
 from bridge.registry import ModelVersionInfo, RegisteredModelInfo, Registry
 from bridge.runtime_fit import (
     DEFAULT_RUNTIME_PACKAGES,
+    empty_file_problems,
+    empty_files,
     model_format_version,
     parse_provided,
 )
@@ -173,7 +175,8 @@ class _Fit:
     """What one published version (by content digest) asks of the runtime."""
 
     mlflow_major: str | None
-    problems: tuple[str, ...]
+    problems: tuple[str, ...]  # what the runtime image lacks
+    empty: tuple[str, ...] = ()  # 0-byte files, which KServe's storage initializer skips
 
 
 class Reconciler:
@@ -187,6 +190,7 @@ class Reconciler:
         self.runtimes = parse_runtimes(settings.runtimes)
         self.provided = runtime_packages(settings) if settings.runtime_fit != "off" else {}
         self._fit_cache: dict[str, _Fit] = {}  # published paths never change: cache by digest
+        self._logged: set[str] = set()  # fit lines already logged: once per version, not per pass
         self._kube = kube
         self.verify = False
         # Read ahead by each pass (see _prefetch).
@@ -334,32 +338,38 @@ class Reconciler:
         fit = self._fit_cache.get(pv.digest)
         if fit is None:
             needs = self.publisher.needs(kname, pv)
-            fit = _Fit(needs.mlflow_major, tuple(needs.problems(self.provided)))
+            fit = _Fit(
+                needs.mlflow_major,
+                tuple(needs.problems(self.provided)),
+                tuple(empty_files(pv.files)) if self.settings.runtime_fit != "off" else (),
+            )
             self._fit_cache[pv.digest] = fit
         runtime = spec.runtime or "the auto-selected runtime"
-        if fit.problems:
+        problems = [*fit.problems, *empty_file_problems(list(fit.empty))]
+        if problems:
             line = f"model {model!r} version {pv.version} may not load in {runtime}: " + "; ".join(
-                fit.problems
+                problems
             )
             if self.settings.runtime_fit == "refuse":
-                raise CheckFailed(
-                    line,
-                    hint="use a runtime image that has them (tag bridge.runtime), describe the "
-                    "image in BRIDGE_RUNTIME_PACKAGES(_FILE), or set BRIDGE_RUNTIME_FIT=warn",
-                )
-            log.warning("%s", line)
+                raise CheckFailed(line, hint=_fit_hint(fit))
+            self._log_once(logging.WARNING, line)
             result.warnings.append(line)
         fmt = model_format_version(fit.mlflow_major, supported_versions(self.runtimes, spec))
         if fit.mlflow_major and fmt is None:
-            log.info(
-                "model %r version %s was logged with MLflow %s; no known runtime lists modelFormat "
-                "mlflow version %s, so the InferenceService names the format without a version",
-                model,
-                pv.version,
-                fit.mlflow_major,
-                fit.mlflow_major,
+            self._log_once(
+                logging.INFO,
+                f"model {model!r} version {pv.version} was logged with MLflow {fit.mlflow_major}; "
+                f"no known runtime lists modelFormat mlflow version {fit.mlflow_major}, so the "
+                "InferenceService names the format without a version",
             )
         return _served(pv, fmt)
+
+    def _log_once(self, level: int, line: str) -> None:
+        """Log a line about a published version once per process: a daemon re-checks the
+        same versions on every pass, and the same warning every 30 s buries the news."""
+        if line not in self._logged:
+            self._logged.add(line)
+            log.log(level, "%s", line)
 
     def _write_output(self, output_dir, report, desired, in_scope) -> OutputChange:
         out = OutputDir(output_dir)
@@ -413,6 +423,18 @@ class Reconciler:
             ):
                 report.results.append(ModelResult(name, name, "removed"))
         return change
+
+
+def _fit_hint(fit: _Fit) -> str:
+    fixes = []
+    if fit.problems:
+        fixes.append(
+            "use a runtime image that has them (tag bridge.runtime), describe the image in "
+            "BRIDGE_RUNTIME_PACKAGES(_FILE)"
+        )
+    if fit.empty:
+        fixes.append("give each empty file content (e.g. a comment) and register a new version")
+    return ", or ".join(fixes) + ", or set BRIDGE_RUNTIME_FIT=warn"
 
 
 def same_registry_version(pv: PublishedVersion, info: ModelVersionInfo) -> bool:

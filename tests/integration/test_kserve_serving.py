@@ -1,0 +1,125 @@
+"""Serving as KServe really behaves, on the real local stack (MLflow server, moto_server,
+KServe's own kserve-storage): first-deploy canaries in the GitOps directory, 0-byte files,
+and approval by MLflow 2 stages. The cluster parts are in test_kserve_serving_fake_k8s_api.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from bridge.names import k8s_name
+
+from .conftest import unique
+
+pytestmark = pytest.mark.integration
+
+
+def _doc(out, model):
+    return yaml.safe_load((out / f"{k8s_name(model)}.yaml").read_text())
+
+
+@pytest.fixture
+def log_with_empty_file(stack_env, trained_models, iris, tmp_path, monkeypatch):
+    """log(name) -> version: a real sklearn model whose code/ package has an empty
+    ``__init__.py`` (the most common 0-byte file in a logged model)."""
+    for key, value in stack_env.items():
+        monkeypatch.setenv(key, value)
+    import mlflow
+    import sklearn
+
+    mlflow.set_tracking_uri(stack_env["MLFLOW_TRACKING_URI"])
+    pkg = tmp_path / "features"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "scale.py").write_text("FACTOR = 1.0\n")
+
+    def _log(name: str) -> str:
+        mlflow.set_experiment("bridge-tests")
+        with mlflow.start_run():
+            info = mlflow.sklearn.log_model(
+                trained_models[0],
+                name="model",
+                registered_model_name=name,
+                code_paths=[str(pkg)],
+                input_example=iris[0].head(3),
+                pip_requirements=[f"scikit-learn=={sklearn.__version__}", "mlflow"],
+            )
+        return str(info.registered_model_version)
+
+    return _log
+
+
+def test_empty_file_is_named_warned_once_per_version_and_refused(
+    scope, client, log_with_empty_file, tmp_path, caplog
+):
+    """KServe's S3 downloader skips 0-byte objects: kserve_storage.py line 711,
+    ``if obj.key.endswith("/") or obj.size == 0: ... continue`` (kserve/kserve
+    python/storage/kserve_storage/kserve_storage.py at aaac4e294dae2c7b1aa1886447793f3aa1c30912,
+    the same line in the installed kserve-storage 0.21.0). Bridge names the file at sync
+    time: a warning (logged once per version, not once per pass) or, with
+    BRIDGE_RUNTIME_FIT=refuse, no manifest at all."""
+    from bridge.runner import build_reconciler
+    from bridge.settings import load_settings
+
+    model = unique("empty-file")
+    v = log_with_empty_file(model)
+    client.set_registered_model_alias(model, scope.alias, v)
+    empty = "code/features/__init__.py"
+
+    # The real downloader proves the premise: the published file is not downloaded.
+    first = scope.run("sync", "--once", "--output-dir", str(scope.output_dir), "--output", "json")
+    assert first.returncode == 0, first.stderr
+    [r] = json.loads(first.stdout)
+    assert any(f"{empty} is empty (0 bytes)" in w for w in r["warnings"]), r["warnings"]
+    storage_uri = _doc(scope.output_dir, model)["spec"]["predictor"]["model"]["storageUri"]
+    dest = tmp_path / "mnt-models"
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from kserve_storage import Storage; Storage.download(*sys.argv[1:])",
+            storage_uri,
+            str(dest),
+        ],
+        env={**scope.env, "PATH": "/usr/bin:/bin"},
+        check=True,
+        capture_output=True,
+    )
+    assert (dest / "MLmodel").exists() and (dest / "code/features/scale.py").exists()
+    assert not (dest / empty).exists()
+
+    # A long-lived reconciler (the daemon) logs the warning once, not on every pass.
+    reconciler = build_reconciler(load_settings())
+    with caplog.at_level(logging.INFO, logger="bridge"):
+        for _ in range(3):
+            report = reconciler.run_once([model], str(scope.output_dir))
+            assert report.exit_code == 0
+            assert any(empty in w for w in report.results[0].warnings)
+    lines = [rec.getMessage() for rec in caplog.records if empty in rec.getMessage()]
+    assert len(lines) == 1, lines
+    assert f"model {model!r} version {v} may not load" in lines[0]
+
+    # refuse: the model fails with the file named, and its manifest is not emitted.
+    out = tmp_path / "refused"
+    refused = scope.run(
+        "sync",
+        "--once",
+        "--output-dir",
+        str(out),
+        "--model",
+        model,
+        "--output",
+        "json",
+        env={"BRIDGE_RUNTIME_FIT": "refuse"},
+    )
+    assert refused.returncode == 1
+    [r] = json.loads(refused.stdout)
+    assert r["state"] == "failed" and f"{empty} is empty (0 bytes)" in r["error"]
+    assert "give each empty file content" in refused.stderr
+    assert not (out / f"{k8s_name(model)}.yaml").exists()
