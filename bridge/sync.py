@@ -32,9 +32,11 @@ from bridge.runtime_fit import (
     parse_provided,
 )
 from bridge.serving import (
+    CANARY_STATE,
     DesiredService,
     ServedVersion,
     ServingOptions,
+    champion_served,
     file_name,
     inference_service,
     service_account,
@@ -60,6 +62,7 @@ class ModelResult:
     bytes_copied: int = 0
     error: BridgeError | None = None
     canary_version: str | None = None
+    canary_state: str | None = None  # "routed", or why the canary is not routed yet
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -191,6 +194,8 @@ class Reconciler:
         self.provided = runtime_packages(settings) if settings.runtime_fit != "off" else {}
         self._fit_cache: dict[str, _Fit] = {}  # published paths never change: cache by digest
         self._logged: set[str] = set()  # fit lines already logged: once per version, not per pass
+        self._canary_waits: dict[str, str | None] = {}  # k8s name -> why its canary waits
+        self._output_dir: str | None = None
         self._kube = kube
         self.verify = False
         # Read ahead by each pass (see _prefetch).
@@ -209,6 +214,7 @@ class Reconciler:
         self, models: list[str] | None = None, output_dir: str | None = None, verify: bool = False
     ) -> SyncReport:
         self.verify = verify
+        self._output_dir = output_dir
         self.store.check_access()
         registered = self.registry.registered_models(models)
         alias = self.settings.alias
@@ -257,6 +263,7 @@ class Reconciler:
                 canary = self._fit(m.name, kname, cpv, spec, result)
                 result.canary_version = canary_version
                 result.bytes_copied += cpv.bytes_copied
+            served = self._champion_served(m.name, kname, spec, primary) if canary else None
         except BridgeError as exc:
             result.error = exc
             return result, None
@@ -269,13 +276,53 @@ class Reconciler:
                 spec,
                 canary,
                 self.settings.canary_alias,
+                champion_served=served is None,
             ),
             self.serving,
         )
+        if canary is not None:
+            note = resource["metadata"]["annotations"].get(CANARY_STATE)
+            if served is not None:
+                note = f"waiting for the champion to be served: {served}"
+            result.canary_state = note or "routed"
         result.state = next(o for o in ("repaired", "synced", "unchanged") if o in outcomes)
         result.storage_uri, result.digest = pv.storage_uri, pv.digest
         result.bytes_copied += pv.bytes_copied
         return result, resource
+
+    def _champion_served(
+        self, model: str, kname: str, spec: ServingSpec, champion: ServedVersion
+    ) -> str | None:
+        """None when every place this pass writes to serves the champion already (so the
+        canary may be added); else why not, logged when it changes.
+
+        KServe gives the first revision of a new InferenceService all traffic, whatever
+        canaryTrafficPercent says, so a canary emitted with the champion's first
+        deployment would serve everyone. Apply mode reads the live object; the GitOps
+        directory knows only what the previous pass emitted."""
+        why = None
+        if self.settings.apply:
+            from bridge.kube import INFERENCE_SERVICE
+
+            live = self.kube.get(INFERENCE_SERVICE, spec.namespace, kname)
+            why = champion_served(live, champion.storage_uri, live=True)
+        if why is None and self._output_dir:
+            why = champion_served(
+                _read_manifest(Path(self._output_dir) / manifest_file_name(kname)),
+                champion.storage_uri,
+                live=False,
+            )
+        if why is None and not (self.settings.apply or self._output_dir):
+            why = "nothing is deployed by this pass"
+        if why is not None and self._canary_waits.get(kname) != why:
+            log.info(
+                "model %r: canary waits for the champion (version %s) to be served: %s",
+                model,
+                champion.version,
+                why,
+            )
+        self._canary_waits[kname] = why
+        return why
 
     def _prefetch(self, approved: list[RegisteredModelInfo], names: dict[str, str]) -> None:
         """Read every needed version (batched searches) and marker (in parallel) up front,
@@ -449,6 +496,15 @@ def same_registry_version(pv: PublishedVersion, info: ModelVersionInfo) -> bool:
     if pv.run_id and pv.run_id == info.run_id:
         return True
     return bool(pv.registry_source) and pv.registry_source == info.source
+
+
+def _read_manifest(path: Path) -> dict | None:
+    """The InferenceService a previous pass wrote to ``path``; None if absent or unreadable."""
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def _namespace_of(text: str) -> str | None:
