@@ -517,6 +517,9 @@ def collect(
                 pass  # still reported when a served view holds it (orphaned)
     else:
         registered = registry.registered_models()
+    from bridge.approval import with_stage_approval
+
+    registered = with_stage_approval(registered, alias, settings.stage)
     by_name = {m.name: m for m in registered}
 
     served: dict[str, list[ServedRef]] = {}

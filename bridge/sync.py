@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from bridge.approval import approved_by, stage_hint, with_stage_approval
 from bridge.errors import BridgeError, CheckFailed, UsageError, worst_exit_code
 from bridge.gitops import OutputChange, OutputDir
 from bridge.names import k8s_name
@@ -63,6 +64,7 @@ class ModelResult:
     error: BridgeError | None = None
     canary_version: str | None = None
     canary_state: str | None = None  # "routed", or why the canary is not routed yet
+    approved_by: str | None = None  # "stage Production" when BRIDGE_STAGE chose the version
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -195,6 +197,8 @@ class Reconciler:
         self._fit_cache: dict[str, _Fit] = {}  # published paths never change: cache by digest
         self._logged: set[str] = set()  # fit lines already logged: once per version, not per pass
         self._canary_waits: dict[str, str | None] = {}  # k8s name -> why its canary waits
+        self._stage_hinted: set[str] = set()  # models told once that stages need BRIDGE_STAGE
+        self._by_stage: set[str] = set()  # models this pass approves by BRIDGE_STAGE
         self._output_dir: str | None = None
         self._kube = kube
         self.verify = False
@@ -216,8 +220,17 @@ class Reconciler:
         self.verify = verify
         self._output_dir = output_dir
         self.store.check_access()
+        alias, stage = self.settings.alias, self.settings.stage
         registered = self.registry.registered_models(models)
-        alias = self.settings.alias
+        self._by_stage = {
+            m.name for m in registered if (approved_by(m, alias, stage) or "").startswith("stage")
+        }
+        for m in registered:
+            hint = stage_hint(m, alias, stage)
+            if hint and m.name not in self._stage_hinted:
+                self._stage_hinted.add(m.name)
+                log.warning("%s", hint)
+        registered = with_stage_approval(registered, alias, stage)
         approved = [m for m in registered if alias in m.aliases]
         names, clashes = assign_names(approved)
         self._prefetch(approved, names)
@@ -250,6 +263,8 @@ class Reconciler:
     def _sync_model(self, m: RegisteredModelInfo, kname: str) -> tuple[ModelResult, dict | None]:
         version = m.aliases[self.settings.alias]
         result = ModelResult(m.name, kname, "failed", version=version)
+        if m.name in self._by_stage:
+            result.approved_by = f"stage {self.settings.stage}"
         try:
             spec = resolve(m.name, m.tags, self.defaults, self.runtimes)
             pv, outcome = self._publish(m.name, kname, version)

@@ -123,3 +123,65 @@ def test_empty_file_is_named_warned_once_per_version_and_refused(
     assert r["state"] == "failed" and f"{empty} is empty (0 bytes)" in r["error"]
     assert "give each empty file content" in refused.stderr
     assert not (out / f"{k8s_name(model)}.yaml").exists()
+
+
+def test_stage_approval_for_registries_still_on_mlflow_2_stages(scope, register, client, caplog):
+    """MLflow 3 still has stages (deprecated since 2.9): ``MlflowClient.
+    transition_model_version_stage`` in mlflow/tracking/client.py, and the registry returns
+    each stage's latest version with the registered model (``latest_versions``, built in
+    mlflow/store/model_registry/dbmodels/models.py SqlRegisteredModel.to_mlflow_entity;
+    MLflow 3.17.2 as installed). A model in stage Production with no alias was ignored
+    silently: now it is named once, and BRIDGE_STAGE approves it; the alias wins."""
+    import warnings
+
+    from bridge.runner import build_reconciler
+    from bridge.settings import load_settings
+
+    model = unique("staged")
+    v1, v2 = register(model, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MLflow's own deprecation warning of stages
+        client.transition_model_version_stage(model, v1, "Production")
+        client.transition_model_version_stage(model, v2, "Staging")
+    out = scope.output_dir
+
+    # Without BRIDGE_STAGE: not served, and said so once per model (not once per pass).
+    reconciler = build_reconciler(load_settings())
+    with caplog.at_level(logging.INFO, logger="bridge"):
+        for _ in range(2):
+            assert reconciler.run_once([model], str(out)).results == []
+    hints = [r.getMessage() for r in caplog.records if "BRIDGE_STAGE" in r.getMessage()]
+    assert len(hints) == 1, hints
+    assert f"model {model!r} has version {v1} in stage 'Production'" in hints[0]
+    assert f"no alias {scope.alias!r}" in hints[0]
+
+    # BRIDGE_STAGE=production (any case): the latest version in that stage is served.
+    res = scope.run(
+        "sync", "--once", "--output-dir", str(out), "--output", "json",
+        env={"BRIDGE_STAGE": "production"},
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    [r] = json.loads(res.stdout)
+    assert (r["version"], r["approved_by"]) == (v1, "stage Production")
+    assert _doc(out, model)["spec"]["predictor"]["model"]["storageUri"].endswith(f"/{v1}/")
+    status = scope.run(
+        "status", "--model", model, "--output-dir", str(out), "--output", "json",
+        env={"BRIDGE_STAGE": "Production"},
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    [row] = json.loads(status.stdout)
+    assert (row["state"], row["version"]) == ("in_sync", v1)
+
+    # The alias wins over the stage.
+    client.set_registered_model_alias(model, scope.alias, v2)
+    res = scope.run(
+        "sync", "--once", "--output-dir", str(out), "--output", "json",
+        env={"BRIDGE_STAGE": "Production"},
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    [r] = json.loads(res.stdout)
+    assert (r["version"], r["approved_by"]) == (v2, None)
+
+    # A bad stage is a usage error (exit 2), one line.
+    bad = scope.run("sync", "--once", env={"BRIDGE_STAGE": "Archived"})
+    assert bad.returncode == 2 and "expected Staging or Production" in bad.stderr
