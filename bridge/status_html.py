@@ -106,7 +106,8 @@ def render_html(report: list[dict], *, title: str = "bridge status") -> str:
     for row in report:
         if row.get("serving"):
             serving[row["serving"]] = serving.get(row["serving"], 0) + 1
-    summary += "".join(f"; {n} {_e(s)}" for s, n in sorted(serving.items()))
+    if serving:
+        summary += "; " + ", ".join(f"{n} {_e(s)}" for s, n in sorted(serving.items()))
     rows = []
     for row in report:
         state = _e(row["state"])

@@ -105,6 +105,6 @@ def format_table(report: list[dict], colour: bool = False) -> str:
             serving[row["serving"]] = serving.get(row["serving"], 0) + 1
     lines.append(
         ", ".join(f"{n} {s}" for s, n in summary)
-        + "".join(f"; {n} {s}" for s, n in sorted(serving.items()))
+        + ("; " + ", ".join(f"{n} {s}" for s, n in sorted(serving.items())) if serving else "")
     )
     return "\n".join(lines) + "\n"
