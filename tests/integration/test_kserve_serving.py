@@ -125,6 +125,45 @@ def test_empty_file_is_named_warned_once_per_version_and_refused(
     assert not (out / f"{k8s_name(model)}.yaml").exists()
 
 
+def test_gitops_canary_comes_after_the_champion_was_emitted(scope, register, client):
+    """GitOps cannot see the cluster: the champion counts as served once a previous pass
+    emitted it. A challenger set before the first sync waits one pass; when the champion
+    moves while a challenger is set, the new champion is emitted alone first (KServe would
+    split the canary against the old champion's revision: ksvc_reconciler.go line 134 at
+    aaac4e294dae2c7b1aa1886447793f3aa1c30912 uses the last revision rolled out to 100 %)."""
+    model = unique("gitops-canary")
+    v1, v2, v3 = register(model, 3)
+    client.set_registered_model_alias(model, scope.alias, v1)
+    client.set_registered_model_alias(model, scope.alias + "-canary", v3)
+    out, name = scope.output_dir, k8s_name(model)
+
+    def sync() -> tuple[dict, dict]:
+        res = scope.run("sync", "--once", "--output-dir", str(out), "--output", "json")
+        assert res.returncode == 0, res.stderr
+        [r] = json.loads(res.stdout)
+        return r, _doc(out, model)
+
+    def served(doc) -> tuple[str, int | None]:
+        p = doc["spec"]["predictor"]
+        return p["model"]["storageUri"].rsplit("/", 2)[-2], p.get("canaryTrafficPercent")
+
+    r, doc = sync()
+    assert served(doc) == (v1, None) and "it was not emitted yet" in r["canary_state"]
+    note = doc["metadata"]["annotations"]["mlflow-kubeflow-bridge.io/canary-state"]
+    assert note == f"waiting: canary version {v3} is added once the champion is served"
+    r, doc = sync()
+    assert served(doc) == (v3, 10) and r["canary_state"] == "routed"
+
+    # The champion moves to v2 with the challenger still on v3: v2 alone, then the canary.
+    client.set_registered_model_alias(model, scope.alias, v2)
+    r, doc = sync()
+    assert served(doc) == (v2, None)
+    assert f"not the champion's {scope.target_uri}/{name}/{v2}/ yet" in r["canary_state"]
+    r, doc = sync()
+    assert served(doc) == (v3, 10)
+    assert doc["metadata"]["annotations"]["mlflow-kubeflow-bridge.io/version"] == v2
+
+
 def test_stage_approval_for_registries_still_on_mlflow_2_stages(scope, register, client, caplog):
     """MLflow 3 still has stages (deprecated since 2.9): ``MlflowClient.
     transition_model_version_stage`` in mlflow/tracking/client.py, and the registry returns
