@@ -13,7 +13,9 @@ gate, answers "is the champion served?".
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from bridge.log import redact
 
 SERVING = "serving"
 NOT_READY = "not_ready"
@@ -30,7 +32,8 @@ class Condition:
     message: str = ""
 
     def describe(self, kind: str) -> str:
-        why = ": ".join(x for x in (self.reason, " ".join(self.message.split())[:300]) if x)
+        message = redact(" ".join(self.message.split())[:300])
+        why = ": ".join(x for x in (self.reason, message) if x)
         return f"{kind} is {self.status}" + (f" ({why})" if why else "")
 
 
@@ -56,7 +59,7 @@ class LiveStatus:
     failure: str | None = None  # lastFailureInfo: reason and message
     latest_rolled_out: str | None = None  # Knative: last revision that had 100 %
     traffic: tuple[Traffic, ...] = ()
-    canaries: tuple[dict, ...] = field(default_factory=tuple)  # Standard mode canaryStatuses
+    canaries: tuple[dict, ...] = ()  # Standard mode canaryStatuses
     reported: bool = True  # False: the object has no .status at all yet
 
     def as_dict(self) -> dict:
@@ -127,8 +130,9 @@ def read_status(resource: dict) -> LiveStatus | None:
         transition_status=_str(model.get("transitionStatus")),
         active_model_state=_str(states.get("activeModelState")),
         target_model_state=_str(states.get("targetModelState")),
-        failure=": ".join(
-            x for x in (_str(failure.get("reason")), _str(failure.get("message"))) if x
+        # KServe copies container termination messages here: they may quote URLs.
+        failure=redact(
+            ": ".join(x for x in (_str(failure.get("reason")), _str(failure.get("message"))) if x)
         )
         or None,
         latest_rolled_out=_str(predictor.get("latestRolledoutRevision")),

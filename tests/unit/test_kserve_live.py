@@ -123,3 +123,19 @@ def test_stage_approval_alias_wins_and_hint():
     assert (
         stage_hint(both, "champion", None) is None and stage_hint(plain, "champion", None) is None
     )
+
+
+def test_kserve_messages_are_redacted():
+    failed = with_status(
+        emitted(False),
+        ready="False",
+        modelStatus={
+            "transitionStatus": "BlockedByFailedLoad",
+            "lastFailureInfo": {
+                "reason": "ModelLoadFailed",
+                "message": "GET https://u:s3cr3t@s3/x",
+            },
+        },
+    )
+    _, why = serving_state(read_status(failed))
+    assert "s3cr3t" not in " ".join(why) and "https://" in " ".join(why)
