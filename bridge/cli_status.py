@@ -43,7 +43,9 @@ def status(ctx: Context, models, output, output_dir, verify, **flags):
     States: in_sync, pending (approved, not published or emitted yet),
     drifted (what is served or stored differs from the registry), broken
     (published data fails verification), orphaned (served, no longer
-    approved). Exits 1 when any model is drifted or broken.
+    approved). When bridge applies to the cluster (BRIDGE_APPLY), each live
+    InferenceService's KServe status adds: serving (with its URL), not_ready or
+    failed_to_load. Exits 1 when any model is drifted or broken, or does not serve.
 
     \b
     Example:

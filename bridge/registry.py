@@ -32,6 +32,7 @@ class RegisteredModelInfo:
     name: str
     aliases: dict[str, str]
     tags: dict[str, str] = field(default_factory=dict)
+    stages: dict[str, str] = field(default_factory=dict)  # MLflow 2 stage -> latest version
 
 
 @dataclass(frozen=True)
@@ -290,6 +291,12 @@ def _model_info(rm) -> RegisteredModelInfo:
         name=rm.name,
         aliases={k: str(v) for k, v in (rm.aliases or {}).items()},
         tags=dict(rm.tags or {}),
+        # The registry returns the latest version of each stage with the model itself.
+        stages={
+            str(mv.current_stage): str(mv.version)
+            for mv in (getattr(rm, "latest_versions", None) or [])
+            if str(mv.current_stage) in ("Staging", "Production")
+        },
     )
 
 

@@ -206,3 +206,20 @@ def model_format_version(major: str | None, supported: tuple[str, ...]) -> str |
     """The ``modelFormat.version`` to emit: the model's major MLflow version, only if a
     runtime lists it; otherwise None (KServe then matches runtimes by format name only)."""
     return major if major and major in supported else None
+
+
+# KServe's S3 storage initializer skips every 0-byte object when it downloads a model
+# (kserve/kserve python/storage/kserve_storage/kserve_storage.py, `obj.size == 0`), so a
+# model with an empty file is served without it: an empty `__init__.py` in code/ or an
+# empty vocabulary changes what the model does once served.
+def empty_files(files) -> list[str]:
+    """Paths of the 0-byte files among ``files`` (objects with ``path`` and ``size``)."""
+    return sorted(f.path for f in files if f.size == 0)
+
+
+def empty_file_problems(paths: list[str]) -> list[str]:
+    return [
+        f"{p} is empty (0 bytes); KServe's storage initializer skips 0-byte files, "
+        "so the served model would not have it"
+        for p in paths
+    ]

@@ -43,6 +43,9 @@ class DesiredService:
     spec: ServingSpec | None = None  # None: defaults in the options' namespace
     canary: ServedVersion | None = None
     canary_alias: str | None = None
+    # Is the champion known to be served (see champion_served)? Until it is, the canary
+    # is left out: KServe gives a new InferenceService's first revision all traffic.
+    champion_served: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,19 @@ def active_canary(d: DesiredService) -> ServedVersion | None:
     return c if newer else None
 
 
+# Deployment-mode names that route a canary with canaryTrafficPercent (Knative), and
+# the one that routes spec.canary (KServe >= 0.20 accepts it only under this name).
+KNATIVE_MODES = ("Knative", "Serverless")
+STANDARD_MODE = "Standard"
+# predictor.name of the canary in Standard mode: its Deployment is <isvc>-canary-predictor.
+CANARY_PREDICTOR_NAME = "canary"
+CANARY_STATE = ANNOTATION_PREFIX + "canary-state"
+
+
+def waiting_note(canary_version: str) -> str:
+    return f"waiting: canary version {canary_version} is added once the champion is served"
+
+
 def inference_service(d: DesiredService, opts: ServingOptions) -> dict:
     spec = d.spec or ServingSpec(namespace=opts.namespace)
     canary = active_canary(d)
@@ -103,21 +119,53 @@ def inference_service(d: DesiredService, opts: ServingOptions) -> dict:
         "minReplicas": spec.min_replicas,
         "maxReplicas": spec.max_replicas,
     }
+    isvc_spec: dict = {"predictor": predictor}
     served = d.primary
+    if canary is not None and not d.champion_served:
+        # A fixed note: the object must not change from pass to pass while it waits.
+        annotations[CANARY_STATE] = waiting_note(canary.version)
+        canary = None
     if canary is not None:
         annotations.update(
             lineage_annotations(d.model_name, d.canary_alias or "", canary, prefix="canary-")
         )
-        if spec.deployment_mode == "Serverless":
+        if spec.deployment_mode in KNATIVE_MODES:
             # KServe rolls the new revision out to canaryTrafficPercent and keeps
             # the rest on the last revision that took 100% (the approved one).
             served = canary
             predictor["canaryTrafficPercent"] = spec.canary_traffic_percent
+        elif spec.deployment_mode == STANDARD_MODE:
+            # KServe >= 0.20: a second Deployment for the canary, weighted by the
+            # Gateway API HTTPRoute; the stable predictor keeps the approved version.
+            isvc_spec["canary"] = [
+                {
+                    "predictor": {
+                        "name": CANARY_PREDICTOR_NAME,
+                        "model": _model(canary, spec),
+                    },
+                    "trafficPercent": spec.canary_traffic_percent,
+                }
+            ]
         else:
-            # RawDeployment has no traffic split: keep serving the approved version.
-            annotations[ANNOTATION_PREFIX + "canary-state"] = (
-                "published, not routed: RawDeployment mode has no canaryTrafficPercent"
+            annotations[CANARY_STATE] = (
+                f"published, not routed: {spec.deployment_mode} mode has no traffic split "
+                f"(KServe routes spec.canary only in {STANDARD_MODE} mode)"
             )
+    predictor["model"] = _model(served, spec)
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "InferenceService",
+        "metadata": {
+            "name": d.k8s_name,
+            "namespace": spec.namespace,
+            "labels": labels(d.k8s_name),
+            "annotations": annotations,
+        },
+        "spec": isvc_spec,
+    }
+
+
+def _model(served: ServedVersion, spec: ServingSpec) -> dict:
     model_format: dict = {"name": "mlflow"}
     if served.format_version:
         model_format["version"] = served.format_version
@@ -129,18 +177,48 @@ def inference_service(d: DesiredService, opts: ServingOptions) -> dict:
     }
     if spec.runtime:
         model["runtime"] = spec.runtime
-    predictor["model"] = model
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "InferenceService",
-        "metadata": {
-            "name": d.k8s_name,
-            "namespace": spec.namespace,
-            "labels": labels(d.k8s_name),
-            "annotations": annotations,
-        },
-        "spec": {"predictor": predictor},
-    }
+    return model
+
+
+def champion_served(previous: dict | None, champion_uri: str, *, live: bool) -> str | None:
+    """None when the champion is known to be served, so a canary may be added; else why not.
+
+    ``previous`` is what bridge finds of the model's InferenceService: the live object
+    (``live=True``: it must also be Ready for its current generation, and in Knative mode
+    have a revision rolled out to 100 %, which is what KServe splits the canary against)
+    or the file a previous GitOps pass wrote (``live=False``: emitted is all that can be
+    known). An object that already carries a canary for this champion keeps it.
+    """
+    from bridge.kserve_status import read_status
+
+    if (
+        not isinstance(previous, dict)
+        or ((previous.get("metadata") or {}).get("labels") or {}).get(MANAGED_BY_LABEL)
+        != MANAGED_BY
+    ):
+        return "the InferenceService does not exist yet" if live else "it was not emitted yet"
+    ann = (previous.get("metadata") or {}).get("annotations") or {}
+    predictor = (previous.get("spec") or {}).get("predictor") or {}
+    serves = ann.get(ANNOTATION_PREFIX + "storage-uri") or (predictor.get("model") or {}).get(
+        "storageUri"
+    )
+    if serves != champion_uri:
+        return f"it serves {serves or 'nothing'}, not the champion's {champion_uri} yet"
+    if ANNOTATION_PREFIX + "canary-version" in ann or not live:
+        return None
+    status = read_status(previous)
+    if status is None:
+        return "KServe has not reported its status yet"
+    if not status.current:
+        return "KServe has not reconciled its latest generation yet"
+    if status.ready is None or status.ready.status != "True":
+        return "it is not Ready yet" + (
+            f" ({status.ready.reason})" if status.ready and status.ready.reason else ""
+        )
+    mode = ann.get(DEPLOYMENT_MODE_ANNOTATION)
+    if mode in KNATIVE_MODES and not status.latest_rolled_out:
+        return "no revision has rolled out to 100 % yet"
+    return None
 
 
 def resources(spec: ServingSpec) -> dict:

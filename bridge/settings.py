@@ -39,6 +39,14 @@ def _parse_bool(value: str) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
+def _parse_stage(value: str) -> str:
+    """MLflow's stage names, in their canonical spelling (MLflow accepts any case)."""
+    for stage in ("Staging", "Production"):
+        if value.strip().lower() == stage.lower():
+            return stage
+    raise ValueError(f"expected Staging or Production, got {value!r}")
+
+
 def _parse_positive_float(value: str) -> float:
     f = float(value)
     if f <= 0:
@@ -119,6 +127,13 @@ class Settings:
     alias: str = _setting("champion", ("BRIDGE_ALIAS",), "Registry alias that approves a version.")
     canary_alias: str = _setting(
         "challenger", ("BRIDGE_CANARY_ALIAS",), "Registry alias of the canary version."
+    )
+    stage: str | None = _setting(
+        None,
+        ("BRIDGE_STAGE",),
+        "For registries still on MLflow 2 stages: a model without the approval alias is "
+        "approved by its latest version in this stage (Staging or Production); the alias wins.",
+        _parse_stage,
     )
     namespace: str = _setting(
         "default", ("BRIDGE_NAMESPACE",), "Kubernetes namespace of emitted resources."

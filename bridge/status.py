@@ -28,6 +28,14 @@ from pathlib import Path
 from typing import Protocol
 
 from bridge import MANAGED_BY
+from bridge.kserve_status import (
+    FAILED_TO_LOAD,
+    NOT_READY,
+    SERVING,
+    LiveStatus,
+    read_status,
+    serving_state,
+)
 from bridge.names import k8s_name
 from bridge.serving import ANNOTATION_PREFIX, MANAGED_BY_LABEL
 from bridge.settings import Settings
@@ -42,6 +50,10 @@ ORPHANED = "orphaned"
 STATES = (IN_SYNC, PENDING, DRIFTED, BROKEN, ORPHANED)
 # States that make `bridge status` exit 1 (a CI or cron check fails on them).
 FAILING_STATES = frozenset({DRIFTED, BROKEN})
+# What a live InferenceService's .status says (the `serving` field, cluster view only);
+# the ones that make `bridge status` exit 1 as well.
+SERVING_STATES = (SERVING, NOT_READY, FAILED_TO_LOAD)
+FAILING_SERVING_STATES = frozenset({NOT_READY, FAILED_TO_LOAD})
 
 # Run tags the KFP components write (lineage from a pipeline run to an MLflow run).
 KFP_PIPELINE_RUN_ID = "kfp.pipeline_run_id"
@@ -96,6 +108,8 @@ class ServedRef:
     storage_uri: str | None = None
     digest: str | None = None
     run_id: str | None = None
+    canary_state: str | None = None  # why a canary is not routed (bridge's annotation)
+    live: LiveStatus | None = None  # the object's .status, for live views (the cluster)
 
 
 @dataclass(frozen=True)
@@ -238,9 +252,37 @@ def _is_canary(ref: ServedRef, f: ModelFacts) -> bool:
     return ref.alias is not None and ref.alias == f.canary_alias
 
 
+def serving_verdict(f: ModelFacts) -> tuple[str | None, str | None, tuple[str, ...]]:
+    """(serving state, URL, reasons) from the live views' status; (None, None, ()) when
+    no live view holds the model (a GitOps directory cannot know whether it serves).
+
+    Kept apart from :func:`classify`: ``state`` says whether what is deployed matches the
+    registry, ``serving`` whether the deployed object answers requests."""
+    verdicts = []
+    for ref in f.served:
+        if ref.live is not None and not _is_canary(ref, f):
+            state, why = serving_state(ref.live)
+            verdicts.append(
+                (state, ref.live.url, tuple(f"{ref.source} {ref.location}: {w}" for w in why))
+            )
+    if not verdicts:
+        return None, None, ()
+    order = {FAILED_TO_LOAD: 0, NOT_READY: 1, SERVING: 2}
+    worst = min(verdicts, key=lambda v: order[v[0]])[0]
+    url = next((v[1] for v in verdicts if v[1]), None)
+    return worst, url, tuple(r for v in verdicts for r in v[2])
+
+
 def exit_code(report: Iterable[dict]) -> int:
-    """1 when any model is drifted or broken, else 0."""
-    return 1 if any(row["state"] in FAILING_STATES for row in report) else 0
+    """1 when any model is drifted or broken, or a live view says it is not serving; else 0."""
+    return (
+        1
+        if any(
+            row["state"] in FAILING_STATES or row.get("serving") in FAILING_SERVING_STATES
+            for row in report
+        )
+        else 0
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -255,10 +297,14 @@ class ServedSource(Protocol):
     def served(self) -> list[ServedRef]: ...
 
 
-def served_refs_from_resource(resource: dict, source: str, location: str) -> list[ServedRef]:
+def served_refs_from_resource(
+    resource: dict, source: str, location: str, *, live: bool = False
+) -> list[ServedRef]:
     """ServedRefs from one InferenceService dict bridge owns: the approved version and,
     while a canary rolls out, the canary version (its own annotations, since
-    ``spec.predictor.model.storageUri`` then names the canary). [] for anything else."""
+    ``spec.predictor.model.storageUri`` then names the canary). [] for anything else.
+    ``live``: the resource was read from a cluster, so its ``.status`` is KServe's word
+    on whether it serves (an object without one has no report from KServe yet)."""
     if not isinstance(resource, dict) or resource.get("kind") != "InferenceService":
         return []
     meta = resource.get("metadata") or {}
@@ -271,6 +317,8 @@ def served_refs_from_resource(resource: dict, source: str, location: str) -> lis
         value = ann.get(ANNOTATION_PREFIX + key)
         return str(value) if value is not None else None
 
+    status = (read_status(resource) or LiveStatus(reported=False)) if live else None
+
     def ref(prefix: str, storage_uri: str | None) -> ServedRef:
         return ServedRef(
             source=source,
@@ -282,6 +330,8 @@ def served_refs_from_resource(resource: dict, source: str, location: str) -> lis
             storage_uri=storage_uri,
             digest=a(prefix + "content-digest"),
             run_id=a(prefix + "run-id"),
+            canary_state=a("canary-state") if not prefix else None,
+            live=status if not prefix else None,
         )
 
     refs = [ref("", a("storage-uri") or model.get("storageUri"))]
@@ -340,7 +390,7 @@ class ClusterSource:
         for ns in self.namespaces:
             for item in kube.list(INFERENCE_SERVICE, ns, OWNED_SELECTOR):
                 location = f"{ns}/{(item.get('metadata') or {}).get('name', '')}"
-                refs.extend(served_refs_from_resource(item, self.name, location))
+                refs.extend(served_refs_from_resource(item, self.name, location, live=True))
         return refs
 
 
@@ -467,6 +517,9 @@ def collect(
                 pass  # still reported when a served view holds it (orphaned)
     else:
         registered = registry.registered_models()
+    from bridge.approval import with_stage_approval
+
+    registered = with_stage_approval(registered, alias, settings.stage)
     by_name = {m.name: m for m in registered}
 
     served: dict[str, list[ServedRef]] = {}
@@ -592,10 +645,17 @@ def model_row(f: ModelFacts) -> dict:
     if store_version is None and f.served:
         store_version = f.served[0].version
     lineage = f.lineage or Lineage()
+    serving, url, serving_reasons = serving_verdict(f)
+    live = next((r.live for r in f.served if r.live is not None and not _is_canary(r, f)), None)
     return {
         "name": f.name,
         "state": verdict.state,
         "reasons": list(verdict.reasons),
+        "serving": serving,
+        "serving_reasons": list(serving_reasons),
+        "url": url,
+        "live": live.as_dict() if live is not None and live.reported else None,
+        "canary_state": next((r.canary_state for r in f.served if r.canary_state), None),
         "k8s_name": f.k8s_name,
         "registered": f.registered,
         "alias": f.alias,

@@ -25,9 +25,22 @@ code{font-size:.85rem}
 .drifted{background:#ffe2cc;color:#8a3b00}
 .broken{background:#fbd5d5;color:#8b1111}
 .orphaned{background:#e6e6f5;color:#3a3a7a}
+.serving{background:#dff5e1;color:#185c22}
+.not_ready{background:#fff4d6;color:#7a5800}
+.failed_to_load{background:#fbd5d5;color:#8b1111}
 """.strip()
 
-COLUMNS = ("Model", "State", "Registry", "Store", "Served", "MLflow run", "KFP run", "Why")
+COLUMNS = (
+    "Model",
+    "State",
+    "Serving",
+    "Registry",
+    "Store",
+    "Served",
+    "MLflow run",
+    "KFP run",
+    "Why",
+)
 
 
 def _e(value) -> str:
@@ -61,6 +74,17 @@ def _served_cell(row: dict) -> str:
     return "<br>".join(f"{_e(r.get('source'))}: v{_e(r.get('version') or '?')}" for r in refs)
 
 
+def _serving_cell(row: dict) -> str:
+    """KServe's word from a live view: serving / not_ready / failed_to_load, and the URL."""
+    serving = row.get("serving")
+    if not serving:
+        return "&ndash;"
+    cell = f'<span class="state {_e(serving)}">{_e(serving)}</span>'
+    if row.get("url"):
+        cell += f'<br><a href="{_e(row["url"])}">{_e(row["url"])}</a>'
+    return cell
+
+
 def _lineage_cell(row: dict, key: str) -> str:
     lineage = row.get("lineage") or {}
     if key == "run_id":
@@ -78,18 +102,28 @@ def render_html(report: list[dict], *, title: str = "bridge status") -> str:
     for row in report:
         counts[row["state"]] = counts.get(row["state"], 0) + 1
     summary = ", ".join(f"{n} {_e(s)}" for s, n in counts.items() if n) or "no managed models"
+    serving: dict[str, int] = {}
+    for row in report:
+        if row.get("serving"):
+            serving[row["serving"]] = serving.get(row["serving"], 0) + 1
+    if serving:
+        summary += "; " + ", ".join(f"{n} {_e(s)}" for s, n in sorted(serving.items()))
     rows = []
     for row in report:
         state = _e(row["state"])
         cells = [
             f"<td>{_e(row['name'])}</td>",
             f'<td><span class="state {state}">{state}</span></td>',
+            f"<td>{_serving_cell(row)}</td>",
             f"<td>{_registry_cell(row)}</td>",
             f"<td>{_store_cell(row)}</td>",
             f"<td>{_served_cell(row)}</td>",
             f"<td>{_lineage_cell(row, 'run_id')}</td>",
             f"<td>{_lineage_cell(row, 'kfp')}</td>",
-            '<td class="reasons">' + "<br>".join(_e(r) for r in row.get("reasons", [])) + "</td>",
+            '<td class="reasons">'
+            + "<br>".join(_e(r) for r in [*row.get("reasons", []), *row.get("serving_reasons", [])])
+            + (f"<br>canary: {_e(row['canary_state'])}" if row.get("canary_state") else "")
+            + "</td>",
         ]
         rows.append(
             f'<tr data-model="{_e(row["name"])}" data-state="{state}">' + "".join(cells) + "</tr>"

@@ -10,6 +10,9 @@ _COLOURS = {
     "drifted": "magenta",
     "broken": "red",
     "orphaned": "cyan",
+    "serving": "green",
+    "not_ready": "yellow",
+    "failed_to_load": "red",
 }
 
 
@@ -20,12 +23,15 @@ def _short(value: str | None, n: int = 12) -> str:
 def table_rows(report: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Plain-text cells of the people's table (no colour)."""
     sources = sorted({s for row in report for s in row.get("sources", [])})
+    live = any(row.get("serving") for row in report)  # a live view (the cluster) was read
     header = [
         "MODEL",
         "STATE",
+        *(["SERVING"] if live else []),
         "REGISTRY",
         "STORE",
         *[s.upper() for s in sources],
+        *(["URL"] if live else []),
         "RUN",
         "KFP RUN",
     ]
@@ -56,9 +62,11 @@ def table_rows(report: list[dict]) -> tuple[list[str], list[list[str]]]:
             [
                 row["name"],
                 row["state"],
+                *([row.get("serving") or "-"] if live else []),
                 " ".join(reg) or "-",
                 store,
                 *served,
+                *([row.get("url") or "-"] if live else []),
                 _short(lineage.get("run_id")),
                 kfp or "-",
             ]
@@ -76,9 +84,13 @@ def format_table(report: list[dict], colour: bool = False) -> str:
         padded = [c.ljust(w) for c, w in zip(cells, widths, strict=True)]
         if colour:
             padded[1] = click.style(padded[1], fg=_COLOURS.get(row["state"]), bold=True)
+            if header[2] == "SERVING":
+                padded[2] = click.style(padded[2], fg=_COLOURS.get(row.get("serving") or ""))
         lines.append("  ".join(padded).rstrip())
-        for reason in row.get("reasons", []):
+        for reason in [*row.get("reasons", []), *row.get("serving_reasons", [])]:
             lines.append(f"    - {reason}")
+        if row.get("canary_state"):
+            lines.append(f"    canary: {row['canary_state']}")
     counts: dict[str, int] = {}
     for row in report:
         counts[row["state"]] = counts.get(row["state"], 0) + 1
@@ -87,5 +99,12 @@ def format_table(report: list[dict], colour: bool = False) -> str:
 
     order = {s: i for i, s in enumerate(STATES)}
     summary = sorted(counts.items(), key=lambda kv: order.get(kv[0], len(order)))
-    lines.append(", ".join(f"{n} {s}" for s, n in summary))
+    serving: dict[str, int] = {}
+    for row in report:
+        if row.get("serving"):
+            serving[row["serving"]] = serving.get(row["serving"], 0) + 1
+    lines.append(
+        ", ".join(f"{n} {s}" for s, n in summary)
+        + ("; " + ", ".join(f"{n} {s}" for s, n in sorted(serving.items())) if serving else "")
+    )
     return "\n".join(lines) + "\n"

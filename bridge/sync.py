@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from bridge.approval import approved_by, stage_hint, with_stage_approval
 from bridge.errors import BridgeError, CheckFailed, UsageError, worst_exit_code
 from bridge.gitops import OutputChange, OutputDir
 from bridge.names import k8s_name
@@ -29,13 +30,17 @@ from bridge.publish import PublishedVersion, Publisher, check_same_version
 from bridge.registry import ModelVersionInfo, RegisteredModelInfo, Registry
 from bridge.runtime_fit import (
     DEFAULT_RUNTIME_PACKAGES,
+    empty_file_problems,
+    empty_files,
     model_format_version,
     parse_provided,
 )
 from bridge.serving import (
+    CANARY_STATE,
     DesiredService,
     ServedVersion,
     ServingOptions,
+    champion_served,
     file_name,
     inference_service,
     service_account,
@@ -62,6 +67,8 @@ class ModelResult:
     bytes_copied: int = 0
     error: BridgeError | None = None
     canary_version: str | None = None
+    canary_state: str | None = None  # "routed", or why the canary is not routed yet
+    approved_by: str | None = None  # "stage Production" when BRIDGE_STAGE chose the version
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -189,7 +196,8 @@ class _Fit:
     """What one published version (by content digest) asks of the runtime."""
 
     mlflow_major: str | None
-    problems: tuple[str, ...]
+    problems: tuple[str, ...]  # what the runtime image lacks
+    empty: tuple[str, ...] = ()  # 0-byte files, which KServe's storage initializer skips
 
 
 class Reconciler:
@@ -205,6 +213,11 @@ class Reconciler:
         self.runtimes = parse_runtimes(settings.runtimes)
         self.provided = runtime_packages(settings) if settings.runtime_fit != "off" else {}
         self._fit_cache: dict[str, _Fit] = {}  # published paths never change: cache by digest
+        self._logged: set[str] = set()  # fit lines already logged: once per version, not per pass
+        self._canary_waits: dict[str, str | None] = {}  # k8s name -> why its canary waits
+        self._stage_hinted: set[str] = set()  # models told once that stages need BRIDGE_STAGE
+        self._by_stage: set[str] = set()  # models this pass approves by BRIDGE_STAGE
+        self._output_dir: str | None = None
         self._kube = kube
         self.verify = False
         # Read ahead by each pass (see _prefetch).
@@ -223,9 +236,19 @@ class Reconciler:
         self, models: list[str] | None = None, output_dir: str | None = None, verify: bool = False
     ) -> SyncReport:
         self.verify = verify
+        self._output_dir = output_dir
         self.store.check_access()
+        alias, stage = self.settings.alias, self.settings.stage
         registered = self.registry.registered_models(models)
-        alias = self.settings.alias
+        self._by_stage = {
+            m.name for m in registered if (approved_by(m, alias, stage) or "").startswith("stage")
+        }
+        for m in registered:
+            hint = stage_hint(m, alias, stage)
+            if hint and m.name not in self._stage_hinted:
+                self._stage_hinted.add(m.name)
+                log.warning("%s", hint)
+        registered = with_stage_approval(registered, alias, stage)
         approved = [m for m in registered if alias in m.aliases]
         names, clashes = assign_names(approved)
         self._prefetch(approved, names)
@@ -258,6 +281,8 @@ class Reconciler:
     def _sync_model(self, m: RegisteredModelInfo, kname: str) -> tuple[ModelResult, dict | None]:
         version = m.aliases[self.settings.alias]
         result = ModelResult(m.name, kname, "failed", version=version)
+        if m.name in self._by_stage:
+            result.approved_by = f"stage {self.settings.stage}"
         try:
             spec = resolve(m.name, m.tags, self.defaults, self.runtimes, self.limits)
             pv, outcome = self._publish(m.name, kname, version)
@@ -271,6 +296,7 @@ class Reconciler:
                 canary = self._fit(m.name, kname, cpv, spec, result)
                 result.canary_version = canary_version
                 result.bytes_copied += cpv.bytes_copied
+            served = self._champion_served(m.name, kname, spec, primary) if canary else None
         except BridgeError as exc:
             result.error = exc
             return result, None
@@ -283,13 +309,53 @@ class Reconciler:
                 spec,
                 canary,
                 self.settings.canary_alias,
+                champion_served=served is None,
             ),
             self.serving,
         )
+        if canary is not None:
+            note = resource["metadata"]["annotations"].get(CANARY_STATE)
+            if served is not None:
+                note = f"waiting for the champion to be served: {served}"
+            result.canary_state = note or "routed"
         result.state = next(o for o in ("repaired", "synced", "unchanged") if o in outcomes)
         result.storage_uri, result.digest = pv.storage_uri, pv.digest
         result.bytes_copied += pv.bytes_copied
         return result, resource
+
+    def _champion_served(
+        self, model: str, kname: str, spec: ServingSpec, champion: ServedVersion
+    ) -> str | None:
+        """None when every place this pass writes to serves the champion already (so the
+        canary may be added); else why not, logged when it changes.
+
+        KServe gives the first revision of a new InferenceService all traffic, whatever
+        canaryTrafficPercent says, so a canary emitted with the champion's first
+        deployment would serve everyone. Apply mode reads the live object; the GitOps
+        directory knows only what the previous pass emitted."""
+        why = None
+        if self.settings.apply:
+            from bridge.kube import INFERENCE_SERVICE
+
+            live = self.kube.get(INFERENCE_SERVICE, spec.namespace, kname)
+            why = champion_served(live, champion.storage_uri, live=True)
+        if why is None and self._output_dir:
+            why = champion_served(
+                _read_manifest(Path(self._output_dir) / manifest_file_name(kname)),
+                champion.storage_uri,
+                live=False,
+            )
+        if why is None and not (self.settings.apply or self._output_dir):
+            why = "nothing is deployed by this pass"
+        if why is not None and self._canary_waits.get(kname) != why:
+            log.info(
+                "model %r: canary waits for the champion (version %s) to be served: %s",
+                model,
+                champion.version,
+                why,
+            )
+        self._canary_waits[kname] = why
+        return why
 
     def _prefetch(self, approved: list[RegisteredModelInfo], names: dict[str, str]) -> None:
         """Read every needed version (batched searches) and marker (in parallel) up front,
@@ -352,32 +418,38 @@ class Reconciler:
         fit = self._fit_cache.get(pv.digest)
         if fit is None:
             needs = self.publisher.needs(kname, pv)
-            fit = _Fit(needs.mlflow_major, tuple(needs.problems(self.provided)))
+            fit = _Fit(
+                needs.mlflow_major,
+                tuple(needs.problems(self.provided)),
+                tuple(empty_files(pv.files)) if self.settings.runtime_fit != "off" else (),
+            )
             self._fit_cache[pv.digest] = fit
         runtime = spec.runtime or "the auto-selected runtime"
-        if fit.problems:
+        problems = [*fit.problems, *empty_file_problems(list(fit.empty))]
+        if problems:
             line = f"model {model!r} version {pv.version} may not load in {runtime}: " + "; ".join(
-                fit.problems
+                problems
             )
             if self.settings.runtime_fit == "refuse":
-                raise CheckFailed(
-                    line,
-                    hint="use a runtime image that has them (tag bridge.runtime), describe the "
-                    "image in BRIDGE_RUNTIME_PACKAGES(_FILE), or set BRIDGE_RUNTIME_FIT=warn",
-                )
-            log.warning("%s", line)
+                raise CheckFailed(line, hint=_fit_hint(fit))
+            self._log_once(logging.WARNING, line)
             result.warnings.append(line)
         fmt = model_format_version(fit.mlflow_major, supported_versions(self.runtimes, spec))
         if fit.mlflow_major and fmt is None:
-            log.info(
-                "model %r version %s was logged with MLflow %s; no known runtime lists modelFormat "
-                "mlflow version %s, so the InferenceService names the format without a version",
-                model,
-                pv.version,
-                fit.mlflow_major,
-                fit.mlflow_major,
+            self._log_once(
+                logging.INFO,
+                f"model {model!r} version {pv.version} was logged with MLflow {fit.mlflow_major}; "
+                f"no known runtime lists modelFormat mlflow version {fit.mlflow_major}, so the "
+                "InferenceService names the format without a version",
             )
         return _served(pv, fmt)
+
+    def _log_once(self, level: int, line: str) -> None:
+        """Log a line about a published version once per process: a daemon re-checks the
+        same versions on every pass, and the same warning every 30 s buries the news."""
+        if line not in self._logged:
+            self._logged.add(line)
+            log.log(level, "%s", line)
 
     def _write_output(self, output_dir, report, desired, in_scope) -> OutputChange:
         out = OutputDir(output_dir)
@@ -445,6 +517,18 @@ class Reconciler:
         return change
 
 
+def _fit_hint(fit: _Fit) -> str:
+    fixes = []
+    if fit.problems:
+        fixes.append(
+            "use a runtime image that has them (tag bridge.runtime), describe the image in "
+            "BRIDGE_RUNTIME_PACKAGES(_FILE)"
+        )
+    if fit.empty:
+        fixes.append("give each empty file content (e.g. a comment) and register a new version")
+    return ", or ".join(fixes) + ", or set BRIDGE_RUNTIME_FIT=warn"
+
+
 def same_registry_version(pv: PublishedVersion, info: ModelVersionInfo) -> bool:
     """Is the published ``pv`` this registry version, judged without another request?
 
@@ -462,6 +546,15 @@ def same_registry_version(pv: PublishedVersion, info: ModelVersionInfo) -> bool:
 def _is_service_file(name: str) -> bool:
     """``<name>.yaml`` is an InferenceService; ``<name>.<ns>.serviceaccount.yaml`` is not."""
     return name.count(".") == 1
+
+
+def _read_manifest(path: Path) -> dict | None:
+    """The InferenceService a previous pass wrote to ``path``; None if absent or unreadable."""
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def _namespace_of(text: str) -> str | None:

@@ -181,6 +181,19 @@ def _split(path: str):
     return group, version, ns, plural, name
 
 
+def _keep_status(before: dict | None, obj: dict) -> None:
+    """As a real API server does for a CRD with the status subresource (KServe's
+    InferenceService has one): an apply of the object never writes ``.status``, and
+    ``metadata.generation`` counts the changes of ``.spec``."""
+    obj.pop("status", None)
+    generation = ((before or {}).get("metadata") or {}).get("generation", 0)
+    if before is None or before.get("spec") != obj.get("spec"):
+        generation += 1
+    obj["metadata"]["generation"] = generation
+    if before is not None and "status" in before:
+        obj["status"] = before["status"]
+
+
 def _verb(method: str, name: str | None) -> str:
     """The Kubernetes (RBAC) verb of a request."""
     if method == "GET":
@@ -270,6 +283,21 @@ class FakeKubeAPI:
         """Every authorization decision so far (verb as the real API server checks it)."""
         with self.lock:
             return list(self.state.checks)
+
+    def set_inference_service_status(
+        self, ns: str, name: str, status: dict, *, generation: int | None = None
+    ) -> None:
+        """Write an InferenceService's ``.status`` as KServe's controller would (fake:
+        no controller runs here). ``observedGeneration`` is the object's generation
+        unless ``generation`` says otherwise (a controller that has not caught up)."""
+        path = f"/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices/{name}"
+        with self.lock:
+            obj = self.state.objects[path]
+            current = obj["metadata"].get("generation", 1)
+            obj["status"] = {
+                **json.loads(json.dumps(status)),
+                "observedGeneration": current if generation is None else generation,
+            }
 
     def lease(self, ns: str, name: str) -> dict | None:
         with self.lock:
@@ -425,6 +453,8 @@ class FakeKubeAPI:
                 )
             obj = json.loads(json.dumps(body))
             obj["metadata"]["managedFields"] = [{"manager": manager, "operation": "Apply"}]
+            if kind_name == "InferenceService":
+                _keep_status(s.objects.get(req.path), obj)
             if not dry_run:
                 s.objects[req.path] = obj
             return (200 if existed else 201), obj

@@ -87,6 +87,17 @@ def test_gitops_dir_with_canary_overrides_and_bad_tags(scope, register, client):
     assert any("Python" in w or "runtime image" in w for w in results[plain]["warnings"])
     assert "may not load in the auto-selected runtime" in first.stderr
 
+    # The challenger was set before the first sync: the first pass emits the champion
+    # alone (KServe would give a new object's first revision all traffic); the canary
+    # is added once a previous pass has emitted the champion.
+    first_doc = _doc(out, plain)
+    assert "canaryTrafficPercent" not in first_doc["spec"]["predictor"]
+    assert first_doc["spec"]["predictor"]["model"]["storageUri"].endswith(f"/{v1}/")
+    assert "it was not emitted yet" in results[plain]["canary_state"]
+    again = scope.run("sync", "--once", "--output-dir", str(out), "--output", "json")
+    assert again.returncode == 1, again.stderr
+    assert {r["name"]: r for r in json.loads(again.stdout)}[plain]["canary_state"] == "routed"
+
     canary = _doc(out, plain)
     predictor = canary["spec"]["predictor"]
     assert predictor["canaryTrafficPercent"] == 10

@@ -106,3 +106,14 @@ def test_model_needs_from_files_and_their_problems():
     assert needs.problems({}) == []
     # a model without those files asks for nothing
     assert ModelNeeds.from_files(None, {}).problems(image) == []
+
+
+def test_empty_files_are_named():
+    from bridge.publish import FileRecord
+    from bridge.runtime_fit import empty_file_problems, empty_files
+
+    files = [FileRecord("MLmodel", 120, "a"), FileRecord("code/pkg/__init__.py", 0, "b")]
+    assert empty_files(files) == ["code/pkg/__init__.py"]
+    [line] = empty_file_problems(empty_files(files))
+    assert line.startswith("code/pkg/__init__.py is empty (0 bytes)")
+    assert empty_files(files[:1]) == []

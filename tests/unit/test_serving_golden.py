@@ -7,6 +7,7 @@ and review the diff.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import subprocess
 from pathlib import Path
@@ -58,8 +59,18 @@ def version(
     )
 
 
-def desired(model: str, n: str, tags: dict | None = None, canary: str | None = None, **kw):
+def desired(
+    model: str,
+    n: str,
+    tags: dict | None = None,
+    canary: str | None = None,
+    served: bool = True,
+    mode: str | None = None,
+    **kw,
+):
     spec = resolve(model, tags or {}, DEFAULTS, RUNTIMES)
+    if mode:  # a mode name the tags do not accept (yet)
+        spec = dataclasses.replace(spec, deployment_mode=mode)
     return DesiredService(
         model_name=model,
         k8s_name=k8s_name(model),
@@ -68,6 +79,7 @@ def desired(model: str, n: str, tags: dict | None = None, canary: str | None = N
         spec=spec,
         canary=version(model, canary, **kw) if canary else None,
         canary_alias="challenger" if canary else None,
+        champion_served=served,
     )
 
 
@@ -78,6 +90,17 @@ CASES = {
     ),
     "canary-raw": lambda: inference_service(
         desired("churn-raw", "4", {"bridge.deployment-mode": "RawDeployment"}, canary="5"),
+        OPTS,
+    ),
+    # The champion is not served yet (a first deployment): the canary waits.
+    "canary-first-deploy": lambda: inference_service(
+        desired("fraud-first", "4", canary="5", served=False), OPTS
+    ),
+    # KServe >= 0.20, Standard mode: spec.canary, a second Deployment weighted by the HTTPRoute.
+    "canary-standard": lambda: inference_service(
+        desired(
+            "churn-std", "4", {"bridge.canary-traffic-percent": "20"}, canary="5", mode="Standard"
+        ),
         OPTS,
     ),
     "gpu-overrides": lambda: inference_service(
@@ -129,6 +152,8 @@ def test_kserve_sdk_accepts_without_unknown_fields(case):
 
     expected = copy.deepcopy(resource)
     expected["spec"]["predictor"]["model"]["name"] = ""
+    for canary in expected["spec"].get("canary", []):
+        canary["predictor"]["model"]["name"] = ""
     assert ApiClient().sanitize_for_serialization(isvc) == expected
 
 
@@ -194,6 +219,43 @@ def test_canary_serves_the_new_version_and_records_both():
     raw = CASES["canary-raw"]()
     assert "canaryTrafficPercent" not in raw["spec"]["predictor"]
     assert raw["spec"]["predictor"]["model"]["storageUri"].endswith("/churn-raw/4/")
+    assert "not routed" in raw["metadata"]["annotations"]["mlflow-kubeflow-bridge.io/canary-state"]
+
+
+def test_first_deployment_emits_the_champion_alone():
+    """KServe gives a new InferenceService's first revision all traffic: the Knative
+    reconciler splits only ``if componentExtension.CanaryTrafficPercent != nil &&
+    lastRolledoutRevision != ""`` (kserve/kserve pkg/controller/v1beta1/inferenceservice/
+    reconcilers/knative/ksvc_reconciler.go line 134 at aaac4e294dae2c7b1aa1886447793f3aa1c30912),
+    else 100 % to the latest revision. Until the champion is served, no canary is emitted."""
+    doc = CASES["canary-first-deploy"]()
+    predictor = doc["spec"]["predictor"]
+    assert "canaryTrafficPercent" not in predictor and "canary" not in doc["spec"]
+    assert predictor["model"]["storageUri"].endswith("/fraud-first/4/")
+    ann = doc["metadata"]["annotations"]
+    assert not any(
+        k.startswith("mlflow-kubeflow-bridge.io/canary-")
+        and k != ("mlflow-kubeflow-bridge.io/canary-state")
+        for k in ann
+    )
+    assert ann["mlflow-kubeflow-bridge.io/canary-state"].startswith("waiting: canary version 5")
+
+
+def test_standard_mode_canary_uses_spec_canary():
+    """KServe >= 0.20 (pkg/apis/serving/v1beta1/inference_service.go ``Canary []CanarySpec``,
+    validated in inference_service_validation.go validateCanarySpecs: Standard mode only,
+    predictor.name required, no maxReplicas; routed by the HTTPRoute in
+    reconcilers/ingress/httproute_reconciler.go applyCanaryWeights, at
+    aaac4e294dae2c7b1aa1886447793f3aa1c30912): the stable predictor keeps the champion."""
+    doc = CASES["canary-standard"]()
+    assert doc["spec"]["predictor"]["model"]["storageUri"].endswith("/churn-std/4/")
+    assert "canaryTrafficPercent" not in doc["spec"]["predictor"]
+    [canary] = doc["spec"]["canary"]
+    assert canary["trafficPercent"] == 20
+    assert canary["predictor"]["name"] == "canary"
+    assert canary["predictor"]["model"]["storageUri"].endswith("/churn-std/5/")
+    assert not {"maxReplicas", "minReplicas"} & set(canary["predictor"])
+    assert doc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
 
 
 def _write(dir_: Path) -> dict[str, bytes]:
@@ -220,7 +282,7 @@ def test_gitops_dir_builds_with_kubectl_kustomize_and_is_byte_stable(tmp_path):
     docs = list(yaml.safe_load_all(built.stdout))
     kinds = sorted((d["kind"], d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs)
     assert kinds.count(("ServiceAccount", "models", "mlflow-bridge-models")) == 1
-    assert len([k for k in kinds if k[0] == "InferenceService"]) == 5
+    assert len([k for k in kinds if k[0] == "InferenceService"]) == 7
     assert ("InferenceService", "gpu-models", "llm-reranker") in kinds
 
 

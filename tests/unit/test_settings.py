@@ -97,3 +97,12 @@ def test_require_names_the_variable():
 def test_every_setting_is_documented():
     for row in Settings().describe():
         assert row["env"] and row["help"], row
+
+
+def test_stage_setting_is_canonical_and_checked():
+    from bridge.settings import load_settings
+
+    assert load_settings(env={"BRIDGE_STAGE": "production"}).stage == "Production"
+    assert load_settings(env={}).stage is None
+    with pytest.raises(UsageError, match="expected Staging or Production"):
+        load_settings(env={"BRIDGE_STAGE": "Archived"})

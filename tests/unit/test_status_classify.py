@@ -303,7 +303,15 @@ def test_canary_manifest_yields_approved_and_canary_refs():
     champ = ServedVersion("1", "s3://b/m/1/", "sha256:aa", "r1", "mlflow-artifacts:/1")
     canary = ServedVersion("2", "s3://b/m/2/", "sha256:bb", "r2", "mlflow-artifacts:/2")
     resource = inference_service(
-        DesiredService("m", "m", "champion", champ, canary=canary, canary_alias="challenger"),
+        DesiredService(
+            "m",
+            "m",
+            "champion",
+            champ,
+            canary=canary,
+            canary_alias="challenger",
+            champion_served=True,
+        ),
         ServingOptions(namespace="models", service_account="sa"),
     )
     assert resource["spec"]["predictor"]["model"]["storageUri"] == "s3://b/m/2/"
