@@ -70,6 +70,12 @@ def configure_mlflow_client(settings: Settings) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0.5")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(settings.mlflow_timeout)))
+    # MLflow keeps one pooled session (keep-alive) per process; its pool must hold a
+    # connection per file read at once through the artifact proxy, or the extra
+    # connections are opened and dropped per file.
+    os.environ.setdefault(
+        "MLFLOW_HTTP_POOL_MAXSIZE", str(max(10, 4 * settings.transfer_concurrency))
+    )
 
 
 @contextlib.contextmanager
@@ -311,6 +317,7 @@ class ArtifactSource:
         self.tracking_uri = tracking_uri
         self._repo_obj = None
         self._objects: dict | None = None
+        self._sizes: dict[str, int | None] = {}
         self.direct = direct_location(uri, settings) if settings is not None else None
         if self.direct is None:
             _ = self._repo
@@ -350,7 +357,32 @@ class ArtifactSource:
                         pending.append(info.path)
                     else:
                         files.append(ArtifactFile(path=info.path, size=info.file_size))
+        self._sizes = {f.path: f.size for f in files}
         return sorted(files, key=lambda f: f.path)
+
+    def listed_size(self, path: str) -> int | None:
+        """The size the last listing reported for ``path`` (None: not listed or unknown)."""
+        if self.direct is not None:
+            obj = (self._objects or {}).get(path)
+            return obj.size if obj is not None else None
+        return self._sizes.get(path)
+
+    @property
+    def resumable(self) -> bool:
+        """True when files stream over HTTP from MLflow's artifact proxy, which serves
+        byte ranges: :meth:`open_at` can resume a read where it stopped."""
+        from mlflow.store.artifact.http_artifact_repo import HttpArtifactRepository
+
+        return self.direct is None and isinstance(self._repo, HttpArtifactRepository)
+
+    def open_at(self, path: str, offset: int):
+        """A readable body of ``path`` from byte ``offset`` on, through the artifact proxy.
+
+        The caller closes it. MLflow's own request helper does the request, so
+        authentication (token or basic) and its pooled keep-alive session are MLflow's.
+        """
+        with mlflow_errors(f"reading artifact {path!r} at {self.uri}", self.tracking_uri):
+            return _http_body(self._repo, path, offset)
 
     @contextlib.contextmanager
     def open(self, path: str) -> Iterator[BinaryIO]:
@@ -440,17 +472,53 @@ def direct_location(uri: str, settings: Settings):
 
 @contextlib.contextmanager
 def _http_stream(repo, path: str) -> Iterator[BinaryIO]:
+    body = _http_body(repo, path, 0)
+    try:
+        yield body
+    finally:
+        body.close()
+
+
+class _HttpBody:
+    """The body of one streaming artifact GET: ``read(n)`` and ``close()``."""
+
+    def __init__(self, resp):
+        self._resp = resp
+        self.read = resp.raw.read
+
+    def close(self) -> None:
+        self._resp.close()
+
+
+def _http_body(repo, path: str, offset: int) -> _HttpBody:
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import augmented_raise_for_status, http_request
 
     endpoint = posixpath.join("/", path)
-    resp = http_request(get_default_host_creds(repo.artifact_uri), endpoint, "GET", stream=True)
+    headers = {"Range": f"bytes={offset}-"} if offset else None
+    resp = http_request(
+        get_default_host_creds(repo.artifact_uri),
+        endpoint,
+        "GET",
+        stream=True,
+        extra_headers=headers,
+    )
     try:
         augmented_raise_for_status(resp)
         resp.raw.decode_content = True
-        yield resp.raw
-    finally:
+        body = _HttpBody(resp)
+        if offset and resp.status_code != 206:
+            # the server sent the whole file: skip what was already read
+            skip = offset
+            while skip:
+                got = resp.raw.read(min(skip, _CHUNK))
+                if not got:
+                    break
+                skip -= len(got)
+    except BaseException:
         resp.close()
+        raise
+    return body
 
 
 # --- promotion: alias and tag writes, run metrics, model checks (bridge promote) ---

@@ -159,13 +159,13 @@ def test_chunks_resume_after_a_reset_and_bound_memory(monkeypatch):
     out = []
     for chunk in engine._chunks(open_at, len(data), "obj"):
         out.append(chunk)
-        # all slots but the held one are free: concurrency + 1 = 2 in total
-        assert engine._slots._value == 1
-        engine._slots.release()
+        # the budget is (concurrency + 1) parts; only the held chunk is taken
+        assert engine._budget.free == 2 * part - len(chunk)
+        engine._budget.release(len(chunk))
     assert b"".join(out) == data
     assert [len(c) for c in out[:-1]] == [part] * (len(out) - 1)
     assert opened == [0, part]  # resumed at the start of the cut part
-    assert engine._slots._value == 2
+    assert engine._budget.free == 2 * part
     engine.close()
 
 
