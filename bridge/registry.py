@@ -8,6 +8,7 @@ unreachable server is temporary (exit 3), rejected credentials are permanent
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
 import logging
 import os
 import posixpath
@@ -114,6 +115,43 @@ def translate_mlflow_error(exc, what: str, tracking_uri: str | None) -> BridgeEr
     if status >= 500:
         return TemporaryError(f"{what}: MLflow server error: {text}")
     return PermanentError(f"{what}: {text}")
+
+
+# Installed with full MLflow, never used by a sync, a status or a daemon: `import mlflow`
+# loads them through optional imports (mlflow.data registers a pandas dataset
+# constructor when pandas imports), which costs seconds and ~100 MB per process.
+_UNUSED_HEAVY = ("pandas", "scipy", "pyarrow")
+
+
+class _Unimportable(importlib.abc.MetaPathFinder):
+    def __init__(self, names: tuple[str, ...]):
+        self.names = names
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+def lean_mlflow_imports() -> None:
+    """Import MLflow's client as the slim image has it, without pandas, SciPy, pyarrow.
+
+    For the processes that only sync, report status or serve (`bridge sync`,
+    `render`, `status`, `serve`): MLflow imports these optionally and the daemon
+    image does not install them, so the sync path is known to work without them.
+    While MLflow is imported they count as not installed; afterwards they import
+    normally. A no-op when MLflow or any of them is already imported (another
+    caller in this process may rely on MLflow having seen them).
+    """
+    if "mlflow" in sys.modules or any(m in sys.modules for m in _UNUSED_HEAVY):
+        return
+    hide = _Unimportable(_UNUSED_HEAVY)
+    sys.meta_path.insert(0, hide)
+    try:
+        import mlflow.store.artifact.artifact_repository_registry  # noqa: F401
+        import mlflow.tracking  # noqa: F401
+    finally:
+        sys.meta_path.remove(hide)
 
 
 class Registry:
