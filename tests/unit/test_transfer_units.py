@@ -201,3 +201,14 @@ def test_source_changed_mid_copy_is_temporary():
     assert isinstance(err, TemporaryError) and "changed while it was copied" in str(err)
     denied = translate_client_error(_client_error("AccessDenied", 403), "copying a", "b")
     assert isinstance(denied, PermanentError) and denied.exit_code == 2
+
+
+def test_s3_clients_share_one_session_and_its_service_data():
+    """Each boto3 session loads botocore's endpoint and S3 service data (~12 MB in the
+    daemon image); the store's and every source's clients come from one session."""
+    from bridge.store import s3_client
+
+    a = s3_client("http://127.0.0.1:1", "us-east-1", 1)
+    b = s3_client("http://127.0.0.1:2", "eu-west-1", 3, pool=40)
+    assert a._loader is b._loader
+    assert a.meta.endpoint_url != b.meta.endpoint_url
