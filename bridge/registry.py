@@ -8,6 +8,7 @@ unreachable server is temporary (exit 3), rejected credentials are permanent
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.abc
 import logging
 import os
@@ -416,11 +417,23 @@ class ArtifactSource:
     def open_at(self, path: str, offset: int):
         """A readable body of ``path`` from byte ``offset`` on, through the artifact proxy.
 
-        The caller closes it. MLflow's own request helper does the request, so
-        authentication (token or basic) and its pooled keep-alive session are MLflow's.
+        The caller closes it. MLflow's own request helpers do the requests, so
+        authentication (token or basic) and its pooled keep-alive sessions are MLflow's.
+        Where the server hands out presigned download URLs (MLflow's own downloads then
+        use them too), the bytes come straight from the store the server proxies, with
+        a URL the server signed for this one file; otherwise through the proxy itself.
         """
         with mlflow_errors(f"reading artifact {path!r} at {self.uri}", self.tracking_uri):
+            if self._presigned:
+                return _presigned_body(self._repo, path, offset)
             return _http_body(self._repo, path, offset)
+
+    @functools.cached_property
+    def _presigned(self) -> bool:
+        """MLflow's own choice for its downloads: MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD,
+        else what the server advertises (mlflow/store/artifact/mlflow_artifacts_repo.py)."""
+        enabled = getattr(self._repo, "_is_multipart_download_enabled", None)
+        return bool(enabled and enabled())
 
     @contextlib.contextmanager
     def open(self, path: str) -> Iterator[BinaryIO]:
@@ -526,6 +539,27 @@ class _HttpBody:
 
     def close(self) -> None:
         self._resp.close()
+
+
+def _presigned_body(repo, path: str, offset: int) -> _HttpBody:
+    from mlflow.utils.request_utils import cloud_storage_http_request
+
+    presigned = repo._get_presigned_download_url(path)
+    headers = dict(presigned.headers or {})
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    resp = cloud_storage_http_request(
+        "get", presigned.url, headers=headers, stream=True, timeout=(5, 60)
+    )
+    try:
+        resp.raise_for_status()
+        if offset and resp.status_code != 206:
+            raise TemporaryError(f"{path}: the store ignored the byte range; it will be read again")
+        resp.raw.decode_content = True
+        return _HttpBody(resp)
+    except BaseException:
+        resp.close()
+        raise
 
 
 def _http_body(repo, path: str, offset: int) -> _HttpBody:

@@ -3,7 +3,10 @@
 MLflow's artifact download handler serves byte ranges: ``_create_artifact_file_response``
 calls ``response.make_conditional(request.environ, accept_ranges=True, ...)``
 (mlflow/server/handlers.py, mlflow 3.17.2 as installed), so a cut read resumes with
-``Range: bytes=<offset>-``. moto_server (5.2.5) neither checks nor echoes
+``Range: bytes=<offset>-``. Where the server advertises presigned downloads
+(``MlflowArtifactsRepository._is_multipart_download_enabled``, mlflow/store/artifact/
+mlflow_artifacts_repo.py), MLflow's own downloads read through a URL it presigned for
+the file, and so does bridge; both ways are tested. moto_server (5.2.5) neither checks nor echoes
 ``x-amz-checksum-sha256`` (a wrong value is stored without complaint, see
 ``test_moto_server_ignores_a_wrong_sha256_header``), so on it the proxy path is
 verified as the streamed path is: the ETag it computed over the bytes it received
@@ -31,7 +34,15 @@ pytestmark = pytest.mark.integration
 NO_DIRECT = {"BRIDGE_SOURCE_ARTIFACTS_URI": ""}
 
 
-def test_proxy_path_uploads_verified_without_reading_the_copies_back(scope, client, s3, stack):
+# MLflow's own switch between presigned downloads (the server advertises them when its
+# artifact store can sign URLs) and bytes through the proxy itself.
+PRESIGNED = pytest.mark.parametrize("presigned", ["true", "false"])
+
+
+@PRESIGNED
+def test_proxy_path_uploads_verified_without_reading_the_copies_back(
+    scope, client, s3, stack, presigned
+):
     """One multi-part file and many small ones through MLflow's proxy: every byte arrives,
     the marker matches, and no stored file is read back (the store's ETag/SHA-256 of
     what it received is the check, as on the streamed path)."""
@@ -43,6 +54,7 @@ def test_proxy_path_uploads_verified_without_reading_the_copies_back(scope, clie
     try:
         env = {
             **NO_DIRECT,
+            "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": presigned,
             "BRIDGE_TARGET_ENDPOINT_URL": target.other_url,
             "BRIDGE_TRANSFER_PART_SIZE": "5MiB",
         }
@@ -59,14 +71,18 @@ def test_proxy_path_uploads_verified_without_reading_the_copies_back(scope, clie
     assert read_back == []
 
 
-def test_proxy_reads_resume_at_an_offset(scope, client, s3):
-    """ArtifactSource.open_at asks MLflow's proxy for the rest of a file from an offset."""
+@PRESIGNED
+def test_proxy_reads_resume_at_an_offset(scope, client, s3, monkeypatch, presigned):
+    """ArtifactSource.open_at asks for the rest of a file from an offset, through MLflow's
+    proxy or a URL it presigned."""
+    monkeypatch.setenv("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", presigned)
     name = unique("xfer-proxy-range")
     files = {"MLmodel": b"flavors: {}\n", "blob.bin": bytes(range(256)) * 4096}
     v = create_version(client, s3, name, files)
     uri = client.get_model_version_download_uri(name, v)
     source = ArtifactSource(uri, scope.env["MLFLOW_TRACKING_URI"], load_settings({}, env=NO_DIRECT))
     assert source.resumable
+    assert source._presigned == (presigned == "true")
     assert {f.path: f.size for f in source.list_files()}["blob.bin"] == len(files["blob.bin"])
     body = source.open_at("blob.bin", 1000)
     try:
