@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -75,7 +76,7 @@ def run() -> list[dict]:
     from tests.fake_k8s_api import FakeKubeAPI
     from tests.integration.transfer_support import create_version, model_files, s3_client
 
-    python = os.environ.get("BRIDGE_BENCH_RUNTIME_PYTHON") or os.sys.executable
+    python = os.environ.get("BRIDGE_BENCH_RUNTIME_PYTHON") or sys.executable
     tmp = Path(tempfile.mkdtemp(prefix="bench-memory-"))
     stack, _ = devstack.up(tmp / "stack")
     api = FakeKubeAPI().start()
