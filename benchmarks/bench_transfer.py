@@ -1,11 +1,15 @@
 """Transfer engine vs the naive copy, on a real local stack (MLflow + two S3 servers).
 
 Baseline: download the version with MLflow to a temporary directory, then
-upload each file with boto3. Floor: the S3 server's own CopyObject of the same
+upload each file with boto3. The "MLflow proxy" rows read the source only
+through MLflow's artifact proxy (no BRIDGE_SOURCE_ARTIFACTS_URI), as a client
+without S3 access to MLflow's bucket must; the baseline reads through it too. Floor: the S3 server's own CopyObject of the same
 objects, one after another. Rows report baseline / bridge ratios.
 
 Sizes: BRIDGE_BENCH_TRANSFER_MB (default 1024) per model; the "many files"
-model splits it into BRIDGE_BENCH_TRANSFER_FILES files (default 500);
+model splits it into BRIDGE_BENCH_TRANSFER_FILES files (default 500); the
+"small files" model has BRIDGE_BENCH_SMALL_FILES files (default 2000) of
+BRIDGE_BENCH_SMALL_FILE_KB KiB (default 32);
 BRIDGE_BENCH_RESYNC_VERSIONS (default 1000) approved versions for the re-sync
 row; BRIDGE_BENCH_CRASH_KILLS (default 50) for the crash torture row (0 skips).
 
@@ -82,11 +86,11 @@ def _child(env: dict, models: list[str] | None) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def _sync_command(env: dict) -> tuple[float, int]:
+def _sync_command(env: dict, python: str | None = None, *args: str) -> tuple[float, int]:
     """Wall time and bytes copied of one `bridge sync --once` command."""
     t0 = time.monotonic()
     res = subprocess.run(
-        [_runtime_python(), "-m", "bridge", "sync", "--once", "--output", "json"],
+        [python or _runtime_python(), "-m", "bridge", "sync", "--once", "--output", "json", *args],
         env={**os.environ, **env, "BRIDGE_PROGRESS": "never"},
         capture_output=True,
         text=True,
@@ -151,6 +155,8 @@ def run() -> list[dict]:
 
     size = int(os.environ.get("BRIDGE_BENCH_TRANSFER_MB", "1024")) * MB
     many = int(os.environ.get("BRIDGE_BENCH_TRANSFER_FILES", "500"))
+    small_n = int(os.environ.get("BRIDGE_BENCH_SMALL_FILES", "2000"))
+    small_kb = int(os.environ.get("BRIDGE_BENCH_SMALL_FILE_KB", "32"))
     versions = int(os.environ.get("BRIDGE_BENCH_RESYNC_VERSIONS", "1000"))
     kills = int(os.environ.get("BRIDGE_BENCH_CRASH_KILLS", "50"))
     rows: list[dict] = []
@@ -168,11 +174,18 @@ def run() -> list[dict]:
         second = SecondS3(tmp)
         client = MlflowClient(stack.mlflow_url)
         s3 = s3_client(stack.s3_url)
+        same = ("same endpoint", stack.s3_url, s3, "bridge-models")
+        cross = ("cross endpoint", second.url, second.client, "remote-models")
+        proxy = ("MLflow proxy", stack.s3_url, s3, "bridge-models")
         models = {
-            "one file": {"MLmodel": _files(0, 1)["MLmodel"], "model.bin": os.urandom(size)},
-            f"{many} files": _files(size, many),
+            "one file": (
+                {"MLmodel": _files(0, 1)["MLmodel"], "model.bin": os.urandom(size)},
+                (same, cross, proxy),
+            ),
+            f"{many} files": (_files(size, many), (same, cross)),
+            f"{small_n} small files": (_files(small_n * small_kb * 1024, small_n), (proxy,)),
         }
-        for label, files in models.items():
+        for label, (files, paths) in models.items():
             name = f"bench-{uuid.uuid4().hex[:6]}"
             v = create_version(client, s3, name, files)
             client.set_registered_model_alias(name, "champion", v)
@@ -181,15 +194,14 @@ def run() -> list[dict]:
             keys = [f"{root}/{p}" for p in files]
             mb = sum(map(len, files.values())) / MB
             floor = _floor(s3, devstack.ARTIFACT_BUCKET, keys)
-            for where, endpoint, target_s3, bucket in (
-                ("same endpoint", stack.s3_url, s3, "bridge-models"),
-                ("cross endpoint", second.url, second.client, "remote-models"),
-            ):
+            for where, endpoint, target_s3, bucket in paths:
                 base = _naive(client, name, v, target_s3, bucket)
                 env = {
                     "BRIDGE_TARGET_URI": f"s3://{bucket}/{uuid.uuid4().hex[:6]}",
                     "BRIDGE_TARGET_ENDPOINT_URL": endpoint,
                 }
+                if where == "MLflow proxy":
+                    env["BRIDGE_SOURCE_ARTIFACTS_URI"] = ""
                 got = _child(env, [name])
                 assert got["first"]["exit"] == 0 and got["again"]["bytes"] == 0
                 row = {
@@ -207,6 +219,23 @@ def run() -> list[dict]:
                     row["copyobject_floor_s"] = round(floor, 2)
                     row["floor_over_bridge"] = round(floor / got["first"]["seconds"], 2)
                 _add(rows, row)
+                if where == "same endpoint" and label != "one file":
+                    # as CI runs it: a new `bridge sync --once` process in the full
+                    # (dev) install, where MLflow could pull in pandas, SciPy, pyarrow
+                    env["BRIDGE_TARGET_URI"] = f"s3://{bucket}/{uuid.uuid4().hex[:6]}"
+                    whole_s, copied = _sync_command(env, sys.executable, "--model", name)
+                    assert copied == sum(map(len, files.values()))
+                    _add(
+                        rows,
+                        {
+                            "name": f"whole process: copy {mb:.0f} MiB in {label}, "
+                            f"{where}, full install",
+                            "ratio": round(base / whole_s, 2),
+                            "baseline_s": round(base, 2),
+                            "bridge_command_s": round(whole_s, 2),
+                            "python": sys.executable,
+                        },
+                    )
             if label == "one file":
                 # what is faster on this S3 server: one CopyObject or parallel UploadPartCopy?
                 env = {
@@ -214,7 +243,7 @@ def run() -> list[dict]:
                     "BRIDGE_TRANSFER_COPY_THRESHOLD": "5MiB",
                 }
                 parts = _child(env, [name])
-                single = rows[-2]["bridge_s"]
+                single = next(r for r in rows if "one file, same endpoint" in r["name"])["bridge_s"]
                 _add(
                     rows,
                     {

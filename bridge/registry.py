@@ -8,6 +8,8 @@ unreachable server is temporary (exit 3), rejected credentials are permanent
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.abc
 import logging
 import os
 import posixpath
@@ -71,6 +73,12 @@ def configure_mlflow_client(settings: Settings) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0.5")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(settings.mlflow_timeout)))
+    # MLflow keeps one pooled session (keep-alive) per process; its pool must hold a
+    # connection per file read at once through the artifact proxy, or the extra
+    # connections are opened and dropped per file.
+    os.environ.setdefault(
+        "MLFLOW_HTTP_POOL_MAXSIZE", str(max(10, 4 * settings.transfer_concurrency))
+    )
 
 
 @contextlib.contextmanager
@@ -109,6 +117,43 @@ def translate_mlflow_error(exc, what: str, tracking_uri: str | None) -> BridgeEr
     if status >= 500:
         return TemporaryError(f"{what}: MLflow server error: {text}")
     return PermanentError(f"{what}: {text}")
+
+
+# Installed with full MLflow, never used by a sync, a status or a daemon: `import mlflow`
+# loads them through optional imports (mlflow.data registers a pandas dataset
+# constructor when pandas imports), which costs seconds and ~100 MB per process.
+_UNUSED_HEAVY = ("pandas", "scipy", "pyarrow")
+
+
+class _Unimportable(importlib.abc.MetaPathFinder):
+    def __init__(self, names: tuple[str, ...]):
+        self.names = names
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+def lean_mlflow_imports() -> None:
+    """Import MLflow's client as the slim image has it, without pandas, SciPy, pyarrow.
+
+    For the processes that only sync, report status or serve (`bridge sync`,
+    `render`, `status`, `serve`): MLflow imports these optionally and the daemon
+    image does not install them, so the sync path is known to work without them.
+    While MLflow is imported they count as not installed; afterwards they import
+    normally. A no-op when MLflow or any of them is already imported (another
+    caller in this process may rely on MLflow having seen them).
+    """
+    if "mlflow" in sys.modules or any(m in sys.modules for m in _UNUSED_HEAVY):
+        return
+    hide = _Unimportable(_UNUSED_HEAVY)
+    sys.meta_path.insert(0, hide)
+    try:
+        import mlflow.store.artifact.artifact_repository_registry  # noqa: F401
+        import mlflow.tracking  # noqa: F401
+    finally:
+        sys.meta_path.remove(hide)
 
 
 class Registry:
@@ -318,6 +363,7 @@ class ArtifactSource:
         self.tracking_uri = tracking_uri
         self._repo_obj = None
         self._objects: dict | None = None
+        self._sizes: dict[str, int | None] = {}
         self.direct = direct_location(uri, settings) if settings is not None else None
         if self.direct is None:
             _ = self._repo
@@ -357,7 +403,44 @@ class ArtifactSource:
                         pending.append(info.path)
                     else:
                         files.append(ArtifactFile(path=info.path, size=info.file_size))
+        self._sizes = {f.path: f.size for f in files}
         return sorted(files, key=lambda f: f.path)
+
+    def listed_size(self, path: str) -> int | None:
+        """The size the last listing reported for ``path`` (None: not listed or unknown)."""
+        if self.direct is not None:
+            obj = (self._objects or {}).get(path)
+            return obj.size if obj is not None else None
+        return self._sizes.get(path)
+
+    @property
+    def resumable(self) -> bool:
+        """True when files stream over HTTP from MLflow's artifact proxy, which serves
+        byte ranges: :meth:`open_at` can resume a read where it stopped."""
+        from mlflow.store.artifact.http_artifact_repo import HttpArtifactRepository
+
+        return self.direct is None and isinstance(self._repo, HttpArtifactRepository)
+
+    def open_at(self, path: str, offset: int):
+        """A readable body of ``path`` from byte ``offset`` on, through the artifact proxy.
+
+        The caller closes it. MLflow's own request helpers do the requests, so
+        authentication (token or basic) and its pooled keep-alive sessions are MLflow's.
+        Where the server hands out presigned download URLs (MLflow's own downloads then
+        use them too), the bytes come straight from the store the server proxies, with
+        a URL the server signed for this one file; otherwise through the proxy itself.
+        """
+        with mlflow_errors(f"reading artifact {path!r} at {self.uri}", self.tracking_uri):
+            if self._presigned:
+                return _presigned_body(self._repo, path, offset)
+            return _http_body(self._repo, path, offset)
+
+    @functools.cached_property
+    def _presigned(self) -> bool:
+        """MLflow's own choice for its downloads: MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD,
+        else what the server advertises (mlflow/store/artifact/mlflow_artifacts_repo.py)."""
+        enabled = getattr(self._repo, "_is_multipart_download_enabled", None)
+        return bool(enabled and enabled())
 
     @contextlib.contextmanager
     def open(self, path: str) -> Iterator[BinaryIO]:
@@ -447,17 +530,74 @@ def direct_location(uri: str, settings: Settings):
 
 @contextlib.contextmanager
 def _http_stream(repo, path: str) -> Iterator[BinaryIO]:
+    body = _http_body(repo, path, 0)
+    try:
+        yield body
+    finally:
+        body.close()
+
+
+class _HttpBody:
+    """The body of one streaming artifact GET: ``read(n)`` and ``close()``."""
+
+    def __init__(self, resp):
+        self._resp = resp
+        self.read = resp.raw.read
+
+    def close(self) -> None:
+        self._resp.close()
+
+
+def _presigned_body(repo, path: str, offset: int) -> _HttpBody:
+    from mlflow.utils.request_utils import cloud_storage_http_request
+
+    presigned = repo._get_presigned_download_url(path)
+    headers = dict(presigned.headers or {})
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    resp = cloud_storage_http_request(
+        "get", presigned.url, headers=headers, stream=True, timeout=(5, 60)
+    )
+    try:
+        resp.raise_for_status()
+        if offset and resp.status_code != 206:
+            raise TemporaryError(f"{path}: the store ignored the byte range; it will be read again")
+        resp.raw.decode_content = True
+        return _HttpBody(resp)
+    except BaseException:
+        resp.close()
+        raise
+
+
+def _http_body(repo, path: str, offset: int) -> _HttpBody:
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import augmented_raise_for_status, http_request
 
     endpoint = posixpath.join("/", path)
-    resp = http_request(get_default_host_creds(repo.artifact_uri), endpoint, "GET", stream=True)
+    headers = {"Range": f"bytes={offset}-"} if offset else None
+    resp = http_request(
+        get_default_host_creds(repo.artifact_uri),
+        endpoint,
+        "GET",
+        stream=True,
+        extra_headers=headers,
+    )
     try:
         augmented_raise_for_status(resp)
         resp.raw.decode_content = True
-        yield resp.raw
-    finally:
+        body = _HttpBody(resp)
+        if offset and resp.status_code != 206:
+            # the server sent the whole file: skip what was already read
+            skip = offset
+            while skip:
+                got = resp.raw.read(min(skip, _CHUNK))
+                if not got:
+                    break
+                skip -= len(got)
+    except BaseException:
         resp.close()
+        raise
+    return body
 
 
 # --- promotion: alias and tag writes, run metrics, model checks (bridge promote) ---

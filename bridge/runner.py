@@ -18,11 +18,12 @@ log = logging.getLogger(__name__)
 
 
 def build_reconciler(settings: Settings):
-    from bridge.registry import Registry
+    from bridge.registry import Registry, lean_mlflow_imports
     from bridge.store import Store
     from bridge.sync import Reconciler
 
     settings.require("tracking_uri", "target_uri")
+    lean_mlflow_imports()
     return Reconciler(settings, Registry(settings), Store(settings))
 
 
@@ -102,11 +103,12 @@ def poll_forever(reconciler, models, output_dir, interval: float, output: str) -
 def render_version(settings: Settings, model: str, version: str) -> str:
     from bridge.names import k8s_name
     from bridge.publish import Publisher
-    from bridge.registry import Registry
+    from bridge.registry import Registry, lean_mlflow_imports
     from bridge.serving import DesiredService, ServedVersion, inference_service, to_yaml
     from bridge.store import Store
 
     settings.require("tracking_uri", "target_uri")
+    lean_mlflow_imports()
     registry, store = Registry(settings), Store(settings)
     info = registry.model_version(model, version)
     kname = k8s_name(model)

@@ -269,6 +269,11 @@ def file_name(resource: dict) -> str:
 
 def to_yaml(resource: dict) -> str:
     """Byte-stable YAML: sorted keys, block style, no timestamps."""
-    return yaml.safe_dump(
-        resource, sort_keys=True, default_flow_style=False, width=1000, allow_unicode=True
+    return yaml.dump(
+        resource,
+        Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),  # libyaml: ~10x faster
+        sort_keys=True,
+        default_flow_style=False,
+        width=1000,
+        allow_unicode=True,
     )

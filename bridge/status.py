@@ -713,10 +713,11 @@ def status_report(
     workers: int = DEFAULT_WORKERS,
 ) -> list[dict]:
     """The whole status view as a list of dicts (for the CLI, `/status` and the HTML page)."""
-    from bridge.registry import Registry
+    from bridge.registry import Registry, lean_mlflow_imports
     from bridge.store import Store
 
     settings.require("tracking_uri", "target_uri")
+    lean_mlflow_imports()
     registry = Registry(settings)
     store = Store(settings)
     if sources is None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -70,8 +72,19 @@ class HashingReader:
         return self.sha256.hexdigest()
 
 
-def s3_client(endpoint_url: str | None, region: str, max_attempts: int, pool: int = 10):
+_SESSION_LOCK = threading.Lock()
+
+
+@functools.cache
+def _session():
+    """One boto3 session per process: each session loads its own copy of botocore's
+    endpoint and S3 service data (~12 MB), while clients of one session share it."""
     import boto3
+
+    return boto3.session.Session()
+
+
+def s3_client(endpoint_url: str | None, region: str, max_attempts: int, pool: int = 10):
     from botocore.config import Config
 
     config = Config(
@@ -82,7 +95,9 @@ def s3_client(endpoint_url: str | None, region: str, max_attempts: int, pool: in
         max_pool_connections=max(10, pool),
         s3={"addressing_style": "path"} if endpoint_url else {},
     )
-    return boto3.session.Session().client("s3", endpoint_url=endpoint_url or None, config=config)
+    # Creating clients from one session is not thread-safe; using them is.
+    with _SESSION_LOCK:
+        return _session().client("s3", endpoint_url=endpoint_url or None, config=config)
 
 
 @contextlib.contextmanager

@@ -455,13 +455,17 @@ class Reconciler:
         out = OutputDir(output_dir)
         existing = out.owned_files()
         files = {name: to_yaml(resource) for name, resource in desired.items()}
+        namespaces = {
+            r["metadata"]["namespace"] for r in desired.values() if r["kind"] == "InferenceService"
+        }
         # A model that failed this pass keeps its previous manifest.
         for r in report.results:
             name = manifest_file_name(r.k8s_name)
             if r.error is not None and name in existing:
                 files[name] = existing[name]
+                namespaces.add(_namespace_of(existing[name]))
         # Each namespace that serves a model gets the predictors' ServiceAccount.
-        namespaces = {_namespace_of(text) for text in files.values()} - {None}
+        namespaces -= {None}
         for ns in sorted(namespaces):
             sa = service_account(self.serving, ns)
             files[file_name(sa)] = to_yaml(sa)
@@ -559,7 +563,7 @@ def _read_manifest(path: Path) -> dict | None:
 
 def _namespace_of(text: str) -> str | None:
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
         return doc["metadata"]["namespace"] if doc.get("kind") == "InferenceService" else None
     except (yaml.YAMLError, KeyError, TypeError, AttributeError):
         return None

@@ -11,16 +11,18 @@ Three paths, chosen per version (docs/transfer.md has the full story):
   chunks, each chunk uploaded as one part of a multipart upload, parts in
   parallel (``PutObject`` for files up to one part).
 * **proxy** — no direct S3 access to the source: each file streams from the
-  MLflow server's artifact proxy into a multipart upload, then is read back.
+  MLflow server's artifact proxy (resumed with ``Range`` after a failure) and is
+  uploaded exactly as on the streamed path. Other artifact stores without a
+  ranged reader go through boto3's upload manager and a read-back.
 
 Reads: one streaming GET per object, read front to back in part-size chunks
 and re-opened at the current offset after a failure (several files are read
 at once). On the S3 servers measured, this beat parallel ranged GETs of one
 object; see docs/transfer.md.
 
-Memory: at most ``transfer_concurrency + 1`` parts are held at any time,
-across all files of a copy, whatever the model size (the proxy path streams
-through boto3's upload manager with a bounded number of files at once).
+Memory: at most ``transfer_concurrency + 1`` parts' worth of bytes are held at
+any time, across all files of a copy, whatever the model size or file count;
+small files are copied more at a time within that budget.
 
 Verification: a file counts as copied only when the store itself confirmed
 the bytes: it computed the SHA-256 of a ``CopyObject`` it made from the exact
@@ -129,9 +131,10 @@ class Engine:
         self.store = store
         self.options = options
         self._parts = ThreadPoolExecutor(options.concurrency, thread_name_prefix="bridge-part")
-        # Bytes in flight are bounded by these slots: one part per worker plus
-        # one being read, so memory stays near (concurrency + 1) x part size.
-        self._slots = threading.BoundedSemaphore(options.concurrency + 1)
+        # Bytes in flight are bounded by this budget: one part per worker plus
+        # one being read, so memory stays near (concurrency + 1) x part size
+        # however many (small) files are read at once.
+        self._budget = ByteBudget((options.concurrency + 1) * options.part_size)
         _return_large_buffers_to_the_os()
 
     def close(self) -> None:
@@ -150,9 +153,7 @@ class Engine:
     def copy_files(self, source, paths: list[str], prefix: str, progress: Progress) -> list[Copied]:
         """Copy ``paths`` of ``source`` under ``prefix``, in parallel; fail on the first error."""
         mode = self.mode(source)
-        # Proxy streams buffer inside boto3's upload manager (2 parts each).
-        limit = self.options.concurrency if mode != PROXY else max(1, self.options.concurrency // 2)
-        workers = max(1, min(limit, len(paths)))
+        workers = max(1, min(self._file_workers(source, mode, paths), len(paths)))
         results: dict[str, Copied] = {}
         with ThreadPoolExecutor(workers, thread_name_prefix="bridge-file") as files:
             futures = {
@@ -170,9 +171,31 @@ class Engine:
                 results[path] = fut.result()
         return [results[p] for p in paths]
 
+    def _file_workers(self, source, mode: str, paths: list[str]) -> int:
+        """Files copied at once. Small files are bound by request latency, not bytes:
+        more of them at once, while the byte budget still bounds memory."""
+        c = self.options.concurrency
+        if mode == SERVER_SIDE:
+            return c
+        if mode == PROXY and not getattr(source, "resumable", False):
+            return max(1, c // 2)  # each streams through boto3's upload manager (2 parts)
+        sizes = [source.listed_size(p) for p in paths]
+        if sizes and all(s is not None for s in sizes):
+            if sum(sizes) / len(sizes) <= self.options.part_size // 4:
+                return SMALL_FILE_FACTOR * c
+        return c
+
     def _copy_one(self, source, mode: str, path: str, key: str, progress: Progress) -> Copied:
         if mode == PROXY:
-            copied = self._proxy(source, path, key, progress)
+            size = source.listed_size(path) if getattr(source, "resumable", False) else None
+            if size is None:
+                copied = self._proxy(source, path, key, progress)
+            else:
+                chunks = self._chunks(
+                    lambda off: source.open_at(path, off), size, f"read {path}", exact=True
+                )
+                with self.store.errors(f"copying {path} to {self.store.uri(key)}"):
+                    copied = self._upload(chunks, size, path, key, progress)
         else:
             obj = source.object(path)
             what = f"copying {source.direct.uri(obj.key)} to {self.store.uri(key)}"
@@ -186,25 +209,34 @@ class Engine:
 
     # --- reading ------------------------------------------------------------
 
-    def _chunks(self, open_at: Callable[[int], object], size: int, what: str) -> Iterator[bytes]:
+    def _chunks(
+        self, open_at: Callable[[int], object], size: int, what: str, exact: bool = False
+    ) -> Iterator[bytes]:
         """Read an object front to back in part-size chunks, resuming after failures.
 
         One streaming GET per object (re-opened at the current offset after a
         reset, a timeout or a cut body, with backoff). Before each chunk is read
-        a slot is taken; the caller gives it back (``self._slots.release()``)
-        once it is done with the chunk, which bounds memory across all files.
+        its bytes are taken from the budget; the caller gives them back
+        (``self._budget.release(len(chunk))``) once it is done with the chunk,
+        which bounds memory across all files. ``exact``: the body must end at
+        ``size`` (a source not pinned to a version, such as MLflow's proxy, may
+        have changed since it was listed).
         """
         offset, failures, body = 0, 0, None
         try:
             while offset < size:
                 want = min(self.options.part_size, size - offset)
-                self._slots.acquire()
+                self._budget.acquire(want)
                 try:
                     if body is None:
                         body = open_at(offset)
                     data = _read_exact(body, want)
+                    if exact and offset + want == size and body.read(1):
+                        raise TemporaryError(
+                            f"{what}: larger than listed (it changed); it will be copied again"
+                        )
                 except BaseException as exc:
-                    self._slots.release()
+                    self._budget.release(want)
                     _close(body)
                     body = None
                     if not isinstance(exc, Exception) or not is_transient(exc):
@@ -279,7 +311,7 @@ class Engine:
                 for data in self._source_chunks(src, obj):
                     sha.update(data)
                     md5s.append(_md5(data))
-                    self._slots.release()
+                    self._budget.release(len(data))
                     progress.add_bytes(len(data))
             finally:
                 parts = [f.result() for f in futures]
@@ -298,7 +330,7 @@ class Engine:
         sha = hashlib.sha256()
         for data in self._source_chunks(src, obj):
             sha.update(data)
-            self._slots.release()
+            self._budget.release(len(data))
             progress.add_bytes(len(data))
         return sha.hexdigest()
 
@@ -307,10 +339,21 @@ class Engine:
     def _streamed(
         self, src: SourceBucket, obj: S3Object, path: str, key: str, progress: Progress
     ) -> Copied:
-        single = obj.size <= self.options.part_size
+        return self._upload(self._source_chunks(src, obj), obj.size, path, key, progress)
+
+    def _upload(
+        self, chunks: Iterator[bytes], size: int, path: str, key: str, progress: Progress
+    ) -> Copied:
+        """Upload the chunks of one file as they are read; verify as the store allows.
+
+        A file of one part is one ``PutObject`` made by this (file) thread; larger
+        files upload their parts on the part workers while the next part is read.
+        """
+        single = size <= self.options.part_size
         upload_id = None if single else self.store.create_multipart(key, checksum=True)
         sha = hashlib.sha256()
         futures: list[Future] = []
+        sizes: dict[Future, int] = {}
 
         def upload(i: int, data: bytes):
             # Runs in a part worker: hashing here overlaps with the next read.
@@ -328,20 +371,25 @@ class Engine:
                 # A store that confirmed our SHA-256 checked the bytes; else compare MD5s.
                 return p, checked or _etag(p["ETag"]) == _md5(data)
             finally:
-                self._slots.release()
+                self._budget.release(len(data))
 
         try:
-            chunks = self._source_chunks(src, obj) if obj.size else iter([b""])
+            if not size:
+                chunks = iter([b""])
+            results = []
             for i, data in enumerate(chunks):
-                if not obj.size:
-                    self._slots.acquire()  # keep the release in upload() balanced
                 sha.update(data)
-                futures.append(self._parts.submit(upload, i, data))
                 progress.add_bytes(len(data))
+                if single:
+                    results.append(upload(i, data))
+                    continue
+                fut = self._parts.submit(upload, i, data)
+                futures.append(fut)
+                sizes[fut] = len(data)
                 failed = [f for f in futures if f.done() and f.exception() is not None]
                 if failed:
                     raise failed[0].exception()
-            results = [f.result() for f in futures]
+            results += [f.result() for f in futures]
             if upload_id is not None:
                 parts = [p for p, _ in results]
                 self._retry(
@@ -350,15 +398,15 @@ class Engine:
         except BaseException:
             for f in futures:
                 if f.cancel():
-                    self._slots.release()  # upload() never ran for it
+                    self._budget.release(sizes[f])  # upload() never ran for it
             wait(futures)
             if upload_id is not None:
                 self._abort(key, upload_id)
             raise
         digest = sha.hexdigest()
         if all(ok for _, ok in results):
-            return Copied(path, obj.size, digest)
-        return self._read_back(path, key, obj.size, digest)
+            return Copied(path, size, digest)
+        return self._read_back(path, key, size, digest)
 
     def _abort(self, key: str, upload_id: str) -> None:
         try:
@@ -402,8 +450,43 @@ class Engine:
             for data in self._chunks(lambda off: self.store.open_at(key, off), size, key):
                 sha.update(data)
                 total += len(data)
-                self._slots.release()
+                self._budget.release(len(data))
         return total, sha.hexdigest()
+
+
+# Files copied at once, per unit of concurrency, when they are small (see _file_workers).
+SMALL_FILE_FACTOR = 4
+
+
+class ByteBudget:
+    """A counting semaphore over bytes: ``acquire(n)`` waits until ``n`` bytes are free.
+
+    Requests are capped at the total (a chunk never exceeds it anyway) and a
+    request of 0 bytes takes nothing.
+    """
+
+    def __init__(self, total: int):
+        self.total = max(1, total)
+        self._free = self.total
+        self._cond = threading.Condition()
+
+    @property
+    def free(self) -> int:
+        return self._free
+
+    def acquire(self, n: int) -> None:
+        n = min(n, self.total)
+        with self._cond:
+            self._cond.wait_for(lambda: self._free >= n)
+            self._free -= n
+
+    def release(self, n: int) -> None:
+        n = min(n, self.total)
+        with self._cond:
+            self._free += n
+            if self._free > self.total:
+                raise RuntimeError("ByteBudget released more than was acquired")
+            self._cond.notify_all()
 
 
 _MMAP_THRESHOLD = 1024 * 1024

@@ -159,13 +159,13 @@ def test_chunks_resume_after_a_reset_and_bound_memory(monkeypatch):
     out = []
     for chunk in engine._chunks(open_at, len(data), "obj"):
         out.append(chunk)
-        # all slots but the held one are free: concurrency + 1 = 2 in total
-        assert engine._slots._value == 1
-        engine._slots.release()
+        # the budget is (concurrency + 1) parts; only the held chunk is taken
+        assert engine._budget.free == 2 * part - len(chunk)
+        engine._budget.release(len(chunk))
     assert b"".join(out) == data
     assert [len(c) for c in out[:-1]] == [part] * (len(out) - 1)
     assert opened == [0, part]  # resumed at the start of the cut part
-    assert engine._slots._value == 2
+    assert engine._budget.free == 2 * part
     engine.close()
 
 
@@ -201,3 +201,57 @@ def test_source_changed_mid_copy_is_temporary():
     assert isinstance(err, TemporaryError) and "changed while it was copied" in str(err)
     denied = translate_client_error(_client_error("AccessDenied", 403), "copying a", "b")
     assert isinstance(denied, PermanentError) and denied.exit_code == 2
+
+
+def test_s3_clients_share_one_session_and_its_service_data():
+    """Each boto3 session loads botocore's endpoint and S3 service data (~12 MB in the
+    daemon image); the store's and every source's clients come from one session."""
+    from bridge.store import s3_client
+
+    a = s3_client("http://127.0.0.1:1", "us-east-1", 1)
+    b = s3_client("http://127.0.0.1:2", "eu-west-1", 3, pool=40)
+    assert a._loader is b._loader
+    assert a.meta.endpoint_url != b.meta.endpoint_url
+
+
+def test_byte_budget_lets_small_chunks_share_what_one_part_would_hold():
+    """Memory is bounded by bytes in flight, not by chunk count: 16 chunks of a quarter
+    part fit in a budget of 4 parts, a 17th waits until one is given back."""
+    import threading
+
+    from bridge.transfer import ByteBudget
+
+    part = 8 * 1024 * 1024
+    budget = ByteBudget(4 * part)
+    for _ in range(16):
+        budget.acquire(part // 4)
+    assert budget.free == 0
+    got = threading.Event()
+    waiter = threading.Thread(target=lambda: (budget.acquire(part // 4), got.set()))
+    waiter.start()
+    assert not got.wait(0.2)  # blocked while the budget is spent
+    budget.release(part // 4)
+    waiter.join(5)
+    assert got.is_set() and budget.free == 0
+    with pytest.raises(RuntimeError):
+        ByteBudget(10).release(1)
+
+
+def test_small_files_are_copied_more_at_a_time():
+    from bridge.transfer import PROXY, SERVER_SIDE, SMALL_FILE_FACTOR
+
+    class Source:
+        resumable = True
+
+        def __init__(self, size):
+            self.size = size
+
+        def listed_size(self, _path):
+            return self.size
+
+    engine = Engine(store=None, options=TransferOptions(part_size=8 << 20, concurrency=8))
+    paths = [f"f{i}" for i in range(100)]
+    assert engine._file_workers(Source(32 << 10), PROXY, paths) == SMALL_FILE_FACTOR * 8
+    assert engine._file_workers(Source(64 << 20), PROXY, paths) == 8
+    assert engine._file_workers(Source(32 << 10), SERVER_SIDE, paths) == 8
+    engine.close()
