@@ -208,7 +208,7 @@ def minio_served(stack, stack_env, mlserver_bin, tmp_path_factory, iris, trained
         MLSERVER_HTTP_PORT=str(http),
         MLSERVER_GRPC_PORT=str(grpc),
         MLSERVER_METRICS_PORT=str(metrics),
-        MLSERVER_HOST="127.0.0.1",
+        MLSERVER_HOST="127.0.0.1",  # a pod listens on all addresses; here only locally
         HOME=str(tmp),
     )
     log = (tmp / "mlserver.log").open("w")
@@ -385,6 +385,9 @@ def test_deployment_mode_is_what_kserve_stores(setting, annotation, stack_env):
     got = emitted["metadata"]["annotations"].get(kc.DEPLOYMENT_MODE_ANNOTATION)
     assert got == annotation
     assert stored["metadata"]["annotations"] == emitted["metadata"]["annotations"]
+    # No mode: the shipped defaultDeploymentMode (Serverless, i.e. Knative) applies.
+    effective = kc.effective_deployment_mode(stored, kc.DeployConfig())
+    assert kc.parse_deployment_mode(effective) == (annotation or "Knative")
     if annotation:
         legacy = {"Standard": "RawDeployment", "Knative": "Serverless"}[annotation]
         kc.validate_deployment_mode_update(stored, old_status_mode=legacy)
