@@ -4,8 +4,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+MLSERVER_VENV ?= .venv-mlserver
+MLSERVER_STAMP := $(MLSERVER_VENV)/.installed-stamp
 
-.PHONY: setup demo test test-unit test-integration bench lint clean components example-pipeline
+.PHONY: setup demo test test-unit test-integration test-conformance mlserver-venv bench lint clean components example-pipeline
 
 setup: $(STAMP)
 
@@ -18,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(BIN)/python examples/local_demo.py
 
-test: setup
+test: setup $(MLSERVER_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 test-unit: setup
@@ -26,6 +28,19 @@ test-unit: setup
 
 test-integration: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration
+
+# KServe conformance harness (tests/conformance): MLServer as KServe's kserve-mlserver
+# runtime runs it, in its own venv (the runtime image carries its own MLflow).
+mlserver-venv: $(MLSERVER_STAMP)
+
+$(MLSERVER_STAMP): tests/conformance/mlserver-constraints.txt
+	@test -x $(MLSERVER_VENV)/bin/python || $(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/python -m pip install -q --upgrade "pip>=24"
+	$(MLSERVER_VENV)/bin/python -m pip install -q -c tests/conformance/mlserver-constraints.txt mlserver mlserver-mlflow
+	@touch $(MLSERVER_STAMP)
+
+test-conformance: setup $(MLSERVER_STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/conformance
 
 # The daemon image's environment (`.[daemon]`, no dev extras): the benchmarks run
 # the copying process in it, so its memory is what a deployed sync would use.
@@ -55,5 +70,5 @@ example-pipeline: setup
 	eval "$$($(BIN)/bridge dev env)" && $(BIN)/python examples/kfp_pipeline.py --run-local
 
 clean:
-	rm -rf $(VENV) $(RUNTIME_VENV) build dist *.egg-info .bridge-dev .pytest_cache demo-output
+	rm -rf $(VENV) $(RUNTIME_VENV) $(MLSERVER_VENV) build dist *.egg-info .bridge-dev .pytest_cache demo-output
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

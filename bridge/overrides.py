@@ -21,7 +21,10 @@ TAG_PREFIX = "bridge."
 HISTORY_TAG = TAG_PREFIX + "history"
 LOCK_TAG = TAG_PREFIX + "lock"
 BOOKKEEPING_TAGS = frozenset({HISTORY_TAG, LOCK_TAG})
-DEPLOYMENT_MODES = ("Serverless", "RawDeployment")
+# KServe's names (pkg/constants/constants.go, DeploymentModeType): current ones, and the
+# deprecated ones (< 0.17) accepted as input and emitted as their current name.
+DEPLOYMENT_MODES = ("Standard", "Knative")
+LEGACY_DEPLOYMENT_MODES = {"RawDeployment": "Standard", "Serverless": "Knative"}
 
 # Kubernetes resource.Quantity: a decimal number with an optional binary (Ki..Ei),
 # decimal (m, k, M..E) or exponent suffix. Bridge only accepts values above zero.
@@ -39,7 +42,7 @@ class ServingSpec:
     """How one model is served: the defaults with its tag overrides applied."""
 
     namespace: str
-    deployment_mode: str = "Serverless"
+    deployment_mode: str | None = None  # None: no annotation, the cluster's default applies
     runtime: str | None = None  # None: KServe auto-selects a runtime for modelFormat mlflow
     min_replicas: int = 1
     max_replicas: int = 3
@@ -139,11 +142,16 @@ def _quantity(value: str) -> str:
     return value
 
 
-def _mode(value: str) -> str:
+def deployment_mode(value: str) -> str:
+    """KServe's current name of a deployment mode, given either name in any case."""
     for mode in DEPLOYMENT_MODES:
         if value.lower() == mode.lower():
             return mode
-    raise ValueError(f"expected one of: {', '.join(DEPLOYMENT_MODES)}")
+    for legacy, mode in LEGACY_DEPLOYMENT_MODES.items():
+        if value.lower() == legacy.lower():
+            return mode
+    names = [*DEPLOYMENT_MODES, *LEGACY_DEPLOYMENT_MODES]
+    raise ValueError(f"expected one of: {', '.join(names)}")
 
 
 def _namespace(value: str) -> str:
@@ -157,14 +165,18 @@ TAGS: dict[str, tuple[str, object, str]] = {
     "min-replicas": (
         "min_replicas",
         _int(0),
-        "Minimum predictor replicas (0 = scale to zero, Serverless only).",
+        "Minimum predictor replicas (0 = scale to zero, Knative only).",
     ),
     "max-replicas": ("max_replicas", _int(1), "Maximum predictor replicas (>= min-replicas)."),
     "cpu": ("cpu", _quantity, "CPU request and limit, e.g. 500m or 2."),
     "memory": ("memory", _quantity, "Memory request and limit, e.g. 512Mi or 4Gi."),
     "gpu": ("gpu", _int(0), "GPUs per replica (request and limit of the GPU resource)."),
     "runtime": ("runtime", None, "ServingRuntime name; must be one of the known runtimes."),
-    "deployment-mode": ("deployment_mode", _mode, "Serverless or RawDeployment."),
+    "deployment-mode": (
+        "deployment_mode",
+        deployment_mode,
+        "Standard or Knative (RawDeployment / Serverless accepted, emitted as the new names).",
+    ),
     "namespace": ("namespace", _namespace, "Namespace of this model's InferenceService."),
     "canary-traffic-percent": (
         "canary_traffic_percent",
@@ -211,9 +223,9 @@ def resolve(
             f"model {model!r}: max-replicas {spec.max_replicas} is below min-replicas {spec.min_replicas}",
             hint=f"fix the {TAG_PREFIX}min-replicas / {TAG_PREFIX}max-replicas tags",
         )
-    if spec.min_replicas == 0 and spec.deployment_mode == "RawDeployment":
+    if spec.min_replicas == 0 and spec.deployment_mode == "Standard":
         raise CheckFailed(
-            f"model {model!r}: min-replicas 0 (scale to zero) needs Serverless mode, not RawDeployment",
+            f"model {model!r}: min-replicas 0 (scale to zero) needs Knative mode, not Standard",
             hint=f"set {TAG_PREFIX}min-replicas to 1 or more",
         )
     if limits is not None:

@@ -4,7 +4,16 @@ One :class:`DesiredService` (a model, the version its approval alias points
 at, optionally a newer canary version, and its resolved
 :class:`~bridge.overrides.ServingSpec`) becomes one InferenceService; every
 namespace that holds one also gets the ServiceAccount that carries the S3
-credentials (a reference to a user-provided Secret, never its values).
+credentials the way KServe's controller reads them (docs/serving.md, "Credentials"):
+
+- access keys (MinIO, Ceph, AWS keys): the ServiceAccount lists a Secret; that Secret
+  carries the keys *and* the ``serving.kserve.io/s3-*`` annotations (KServe's
+  ``CredentialBuilder.mountSecretCredential`` reads them from the Secret, not from the
+  ServiceAccount). Bridge emits the ServiceAccount; ``bridge credentials`` prints the
+  Secret, so key values never land in a GitOps directory.
+- IRSA: the ServiceAccount carries ``eks.amazonaws.com/role-arn`` and the ``s3-*``
+  annotations (KServe reads them from the ServiceAccount only when that role annotation
+  is present) and lists no Secret.
 """
 
 from __future__ import annotations
@@ -22,6 +31,13 @@ ANNOTATION_PREFIX = "mlflow-kubeflow-bridge.io/"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 PART_OF_LABEL = "app.kubernetes.io/part-of"
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
+S3_ANNOTATION_PREFIX = "serving.kserve.io/s3-"
+# KServe's shipped inferenceservice-config (credentials.s3.s3AccessKeyIDName /
+# s3SecretAccessKeyName); the controller's built-in fallback is awsAccessKeyID/awsSecretAccessKey.
+DEFAULT_ACCESS_KEY_ID_NAME = "AWS_ACCESS_KEY_ID"
+DEFAULT_SECRET_ACCESS_KEY_NAME = "AWS_SECRET_ACCESS_KEY"
+PLACEHOLDER = "<replace-me>"
 
 
 @dataclass(frozen=True)
@@ -56,6 +72,9 @@ class ServingOptions:
     s3_endpoint_url: str | None = None  # as the predictor pods reach it; None: AWS S3
     s3_region: str = "us-east-1"
     s3_verify_ssl: bool = True
+    irsa_role_arn: str | None = None  # set: IRSA, the ServiceAccount carries the S3 settings
+    access_key_id_name: str = DEFAULT_ACCESS_KEY_ID_NAME
+    secret_access_key_name: str = DEFAULT_SECRET_ACCESS_KEY_NAME
 
 
 def labels(k8s_name: str) -> dict[str, str]:
@@ -96,10 +115,10 @@ def active_canary(d: DesiredService) -> ServedVersion | None:
     return c if newer else None
 
 
-# Deployment-mode names that route a canary with canaryTrafficPercent (Knative), and
-# the one that routes spec.canary (KServe >= 0.20 accepts it only under this name).
-KNATIVE_MODES = ("Knative", "Serverless")
+# The deployment mode that routes spec.canary (KServe >= 0.20 accepts it only under this
+# name); every other mode routes a canary with canaryTrafficPercent (Knative).
 STANDARD_MODE = "Standard"
+RAW_MODES = (STANDARD_MODE, "RawDeployment")
 # predictor.name of the canary in Standard mode: its Deployment is <isvc>-canary-predictor.
 CANARY_PREDICTOR_NAME = "canary"
 CANARY_STATE = ANNOTATION_PREFIX + "canary-state"
@@ -113,7 +132,10 @@ def inference_service(d: DesiredService, opts: ServingOptions) -> dict:
     spec = d.spec or ServingSpec(namespace=opts.namespace)
     canary = active_canary(d)
     annotations = lineage_annotations(d.model_name, d.alias, d.primary)
-    annotations[DEPLOYMENT_MODE_ANNOTATION] = spec.deployment_mode
+    if spec.deployment_mode:
+        # Only a mode the user chose: without one the cluster's defaultDeploymentMode
+        # applies, and no annotation is left to break when KServe renames modes again.
+        annotations[DEPLOYMENT_MODE_ANNOTATION] = spec.deployment_mode
     predictor: dict = {
         "serviceAccountName": opts.service_account,
         "minReplicas": spec.min_replicas,
@@ -129,12 +151,7 @@ def inference_service(d: DesiredService, opts: ServingOptions) -> dict:
         annotations.update(
             lineage_annotations(d.model_name, d.canary_alias or "", canary, prefix="canary-")
         )
-        if spec.deployment_mode in KNATIVE_MODES:
-            # KServe rolls the new revision out to canaryTrafficPercent and keeps
-            # the rest on the last revision that took 100% (the approved one).
-            served = canary
-            predictor["canaryTrafficPercent"] = spec.canary_traffic_percent
-        elif spec.deployment_mode == STANDARD_MODE:
+        if spec.deployment_mode == STANDARD_MODE:
             # KServe >= 0.20: a second Deployment for the canary, weighted by the
             # Gateway API HTTPRoute; the stable predictor keeps the approved version.
             isvc_spec["canary"] = [
@@ -147,10 +164,11 @@ def inference_service(d: DesiredService, opts: ServingOptions) -> dict:
                 }
             ]
         else:
-            annotations[CANARY_STATE] = (
-                f"published, not routed: {spec.deployment_mode} mode has no traffic split "
-                f"(KServe routes spec.canary only in {STANDARD_MODE} mode)"
-            )
+            # Knative, or no mode chosen (KServe ships defaultDeploymentMode Serverless):
+            # KServe rolls the new revision out to canaryTrafficPercent and keeps the
+            # rest on the last revision that took 100% (the approved one).
+            served = canary
+            predictor["canaryTrafficPercent"] = spec.canary_traffic_percent
     predictor["model"] = _model(served, spec)
     return {
         "apiVersion": API_VERSION,
@@ -216,7 +234,8 @@ def champion_served(previous: dict | None, champion_uri: str, *, live: bool) -> 
             f" ({status.ready.reason})" if status.ready and status.ready.reason else ""
         )
     mode = ann.get(DEPLOYMENT_MODE_ANNOTATION)
-    if mode in KNATIVE_MODES and not status.latest_rolled_out:
+    # No annotation: the cluster's default, which KServe ships as Serverless (Knative).
+    if mode not in RAW_MODES and not status.latest_rolled_out:
         return "no revision has rolled out to 100 % yet"
     return None
 
@@ -229,32 +248,74 @@ def resources(spec: ServingSpec) -> dict:
 
 
 def s3_annotations(opts: ServingOptions) -> dict[str, str]:
-    """KServe's storage-initializer settings for the S3 store (no credentials)."""
+    """KServe's storage-initializer settings for the S3 store (no credentials), as
+    ``BuildS3EnvVars`` (pkg/credentials/s3/utils.go) reads them."""
     annotations = {
-        "serving.kserve.io/s3-region": opts.s3_region,
-        "serving.kserve.io/s3-verifyssl": "1" if opts.s3_verify_ssl else "0",
+        S3_ANNOTATION_PREFIX + "region": opts.s3_region,
+        S3_ANNOTATION_PREFIX + "verifyssl": "1" if opts.s3_verify_ssl else "0",
     }
     if opts.s3_endpoint_url:
         url = urlsplit(opts.s3_endpoint_url)
-        annotations["serving.kserve.io/s3-endpoint"] = url.netloc + url.path.rstrip("/")
-        annotations["serving.kserve.io/s3-usehttps"] = "1" if url.scheme == "https" else "0"
+        # host[:port][/path] only: never userinfo, which would put a credential in an annotation.
+        host = url.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        port = f":{url.port}" if url.port else ""
+        annotations[S3_ANNOTATION_PREFIX + "endpoint"] = host + port + url.path.rstrip("/")
+        annotations[S3_ANNOTATION_PREFIX + "usehttps"] = "1" if url.scheme == "https" else "0"
     else:
-        annotations["serving.kserve.io/s3-usehttps"] = "1"
+        annotations[S3_ANNOTATION_PREFIX + "usehttps"] = "1"
     return annotations
 
 
 def service_account(opts: ServingOptions, namespace: str) -> dict:
-    """The predictors' ServiceAccount: S3 settings as annotations, the Secret by name only."""
-    return {
+    """The predictors' ServiceAccount.
+
+    With access keys it lists the Secret (by name only; ``bridge credentials`` prints it)
+    and carries no S3 annotations: KServe ignores them there. With IRSA it carries the
+    role and the S3 annotations, which KServe then reads from the ServiceAccount.
+    """
+    sa: dict = {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
         "metadata": {
             "name": opts.service_account,
             "namespace": namespace,
             "labels": {MANAGED_BY_LABEL: MANAGED_BY, PART_OF_LABEL: MANAGED_BY},
+        },
+    }
+    if opts.irsa_role_arn:
+        sa["metadata"]["annotations"] = {
+            IRSA_ANNOTATION: opts.irsa_role_arn,
+            **s3_annotations(opts),
+        }
+    else:
+        sa["secrets"] = [{"name": opts.s3_secret_name}]
+    return sa
+
+
+@dataclass(frozen=True)
+class AccessKeys:
+    access_key_id: str = PLACEHOLDER
+    secret_access_key: str = PLACEHOLDER
+
+
+def credentials_secret(opts: ServingOptions, namespace: str, keys: AccessKeys) -> dict:
+    """The Secret the ServiceAccount lists: the keys under the names KServe's credential
+    config expects and the ``s3-*`` annotations KServe reads from it (``BuildSecretEnvs``)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": opts.s3_secret_name,
+            "namespace": namespace,
             "annotations": s3_annotations(opts),
         },
-        "secrets": [{"name": opts.s3_secret_name}],
+        "stringData": {
+            opts.access_key_id_name: keys.access_key_id,
+            opts.secret_access_key_name: keys.secret_access_key,
+        },
     }
 
 

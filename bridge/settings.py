@@ -158,12 +158,12 @@ class Settings:
     service_account: str = _setting(
         "mlflow-bridge-models",
         ("BRIDGE_SERVICE_ACCOUNT",),
-        "ServiceAccount the predictors run as; it carries the S3 credentials for KServe.",
+        "ServiceAccount the predictors run as; it lists the S3 Secret (or carries the IRSA role).",
     )
     s3_secret_name: str = _setting(
         "mlflow-bridge-s3",
         ("BRIDGE_S3_SECRET_NAME",),
-        "Existing Secret with the S3 keys KServe uses (referenced, never read).",
+        "Secret with the S3 keys and settings KServe reads (bridge credentials prints it).",
     )
     mlflow_max_retries: int = _setting(
         3,
@@ -281,10 +281,11 @@ class Settings:
     )
 
     # --- serving: KServe manifests, runtime fit, cluster apply (docs/serving.md) ---
-    deployment_mode: str = _setting(
-        "Serverless",
+    deployment_mode: str | None = _setting(
+        None,
         ("BRIDGE_DEPLOYMENT_MODE",),
-        "KServe deployment mode: Serverless (Knative, canary traffic split) or RawDeployment.",
+        "KServe deployment mode: Standard or Knative (canary traffic split); the legacy names "
+        "RawDeployment / Serverless are accepted. Empty: no annotation, the cluster default applies.",
     )
     runtime: str | None = _setting(
         None,
@@ -337,7 +338,7 @@ class Settings:
     canary_traffic_percent: int = _setting(
         10,
         ("BRIDGE_CANARY_TRAFFIC_PERCENT",),
-        "Percent of traffic the canary version gets (Serverless mode).",
+        "Percent of traffic the canary version gets (Knative canaryTrafficPercent, Standard spec.canary).",
         _parse_non_negative_int,
     )
     runtime_fit: str = _setting(
@@ -363,6 +364,22 @@ class Settings:
     )
     s3_verify_ssl: bool = _setting(
         True, ("BRIDGE_S3_VERIFY_SSL",), "Predictors verify the S3 TLS certificate.", _parse_bool
+    )
+    serving_irsa_role_arn: str | None = _setting(
+        None,
+        ("BRIDGE_SERVING_IRSA_ROLE_ARN",),
+        "IAM role (EKS IRSA) the predictors assume; set: no key Secret, the ServiceAccount "
+        "carries the role and the S3 settings.",
+    )
+    kserve_s3_access_key_id_name: str = _setting(
+        "AWS_ACCESS_KEY_ID",
+        ("BRIDGE_KSERVE_S3_ACCESS_KEY_ID_NAME",),
+        "Secret key of the access key id, as KServe's credentials.s3.s3AccessKeyIDName says.",
+    )
+    kserve_s3_secret_access_key_name: str = _setting(
+        "AWS_SECRET_ACCESS_KEY",
+        ("BRIDGE_KSERVE_S3_SECRET_ACCESS_KEY_NAME",),
+        "Secret key of the secret key, as KServe's credentials.s3.s3SecretAccessKeyName says.",
     )
     apply: bool = _setting(
         False, ("BRIDGE_APPLY",), "Apply to the cluster (server-side apply) and prune.", _parse_bool
@@ -620,13 +637,14 @@ def _validate_bounds(s: Settings) -> None:
 
 def _validate_serving(s: Settings) -> None:
     """The serving block: the same checks a model's bridge.* tags get."""
-    from bridge.overrides import DEPLOYMENT_MODES, is_quantity, is_resource_name, parse_runtimes
+    from bridge.overrides import deployment_mode, is_quantity, is_resource_name, parse_runtimes
     from bridge.runtime_fit import parse_provided
 
-    if s.deployment_mode not in DEPLOYMENT_MODES:
-        raise UsageError(
-            f"deployment mode {s.deployment_mode!r} is not one of: {', '.join(DEPLOYMENT_MODES)}"
-        )
+    if s.deployment_mode:
+        try:
+            deployment_mode(s.deployment_mode)
+        except ValueError as exc:
+            raise UsageError(f"deployment mode {s.deployment_mode!r}: {exc}") from None
     try:
         runtimes = parse_runtimes(s.runtimes)
         if s.runtime_packages:

@@ -24,7 +24,7 @@ from bridge.approval import approved_by, stage_hint, with_stage_approval
 from bridge.errors import BridgeError, CheckFailed, UsageError, worst_exit_code
 from bridge.gitops import OutputChange, OutputDir
 from bridge.names import k8s_name
-from bridge.overrides import ServingLimits, ServingSpec, parse_runtimes, resolve
+from bridge.overrides import ServingLimits, ServingSpec, deployment_mode, parse_runtimes, resolve
 from bridge.prune_guard import RemovalPolicy
 from bridge.publish import PublishedVersion, Publisher, check_same_version
 from bridge.registry import ModelVersionInfo, RegisteredModelInfo, Registry
@@ -130,6 +130,9 @@ def serving_options(settings: Settings) -> ServingOptions:
         s3_endpoint_url=settings.serving_s3_endpoint_url or settings.target_endpoint_url,
         s3_region=settings.target_region,
         s3_verify_ssl=settings.s3_verify_ssl,
+        irsa_role_arn=settings.serving_irsa_role_arn,
+        access_key_id_name=settings.kserve_s3_access_key_id_name,
+        secret_access_key_name=settings.kserve_s3_secret_access_key_name,
     )
 
 
@@ -147,7 +150,10 @@ def serving_limits(settings: Settings) -> ServingLimits:
 def serving_defaults(settings: Settings) -> ServingSpec:
     return ServingSpec(
         namespace=settings.namespace,
-        deployment_mode=settings.deployment_mode,
+        # Either KServe name as input (RawDeployment/Serverless too); the current one emitted.
+        deployment_mode=deployment_mode(settings.deployment_mode)
+        if settings.deployment_mode
+        else None,
         runtime=settings.runtime,
         min_replicas=settings.min_replicas,
         max_replicas=settings.max_replicas,

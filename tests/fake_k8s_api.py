@@ -510,3 +510,49 @@ def k8s_api(fake_k8s_api, tmp_path):
     fake_k8s_api.reset()
     fake_k8s_api.kubeconfig = fake_k8s_api.write_kubeconfig(tmp_path / "kubeconfig")
     return fake_k8s_api
+
+
+def controller_status(
+    isvc: dict,
+    *,
+    ready: bool = True,
+    url: str | None = None,
+    deployment_mode: str = "Knative",
+    cluster_runtime: str = "kserve-mlserver",
+) -> dict:
+    """FAKE: the ``.status`` KServe's controller would write on ``isvc`` (no controller runs
+    here). Field names and values follow pkg/apis/serving/v1beta1/inference_service_status.go
+    of kserve/kserve at aaac4e294dae2c7b1aa1886447793f3aa1c30912: duck-typed conditions
+    (PredictorReady, IngressReady, Ready), ``url``, ``components.predictor``,
+    ``modelStatus`` (transitionStatus UpToDate/InProgress, states Loaded/Pending),
+    ``deploymentMode`` (normalised name) and ``clusterServingRuntimeName``. Seed the
+    returned object with :meth:`FakeKubeAPI.seed`; timestamps are fixed, not real."""
+    meta = isvc["metadata"]
+    url = url or f"http://{meta['name']}.{meta['namespace']}.example.com"
+    status_word = "True" if ready else "False"
+    conditions = [
+        {"type": t, "status": status_word, "lastTransitionTime": "2026-01-01T00:00:00Z"}
+        for t in ("IngressReady", "PredictorReady", "Ready")
+    ]
+    if not ready:
+        for c in conditions:
+            c["reason"] = "PredictorNotReady"
+    status = {
+        "observedGeneration": meta.get("generation", 1),
+        "conditions": conditions,
+        "deploymentMode": deployment_mode,
+        "clusterServingRuntimeName": cluster_runtime,
+        "modelStatus": {
+            "transitionStatus": "UpToDate" if ready else "InProgress",
+            "states": {
+                "activeModelState": "Loaded" if ready else "Pending",
+                "targetModelState": "Loaded",
+            },
+            "copies": {"failedCopies": 0, "totalCopies": 1},
+        },
+        "components": {"predictor": {"url": url}},
+    }
+    if ready:
+        status["url"] = url
+        status["address"] = {"url": url}
+    return {**isvc, "status": status}

@@ -123,8 +123,12 @@ def test_gitops_dir_with_canary_overrides_and_bad_tags(scope, register, client):
     ]
     sa = yaml.safe_load((out / accounts[0]).read_text())
     endpoint = scope.env["BRIDGE_TARGET_ENDPOINT_URL"].split("://")[1]
-    assert sa["metadata"]["annotations"]["serving.kserve.io/s3-endpoint"] == endpoint
     assert sa["secrets"] == [{"name": "mlflow-bridge-s3"}]
+    assert "annotations" not in sa["metadata"]  # KServe reads the s3-* ones from the Secret
+    printed = scope.run("credentials", "-n", "default")
+    assert printed.returncode == 0, printed.stderr
+    secret = yaml.safe_load(printed.stdout)
+    assert secret["metadata"]["annotations"]["serving.kserve.io/s3-endpoint"] == endpoint
     assert scope.env["AWS_SECRET_ACCESS_KEY"] not in "".join(p.read_text() for p in out.iterdir())
 
     # `bridge render` prints exactly what sync wrote for a model without a canary.

@@ -28,7 +28,7 @@ def test_every_documented_tag_applies():
     spec = resolve("m", tags, DEFAULTS, RUNTIMES)
     assert spec == ServingSpec(
         namespace="team-a",
-        deployment_mode="RawDeployment",
+        deployment_mode="Standard",
         runtime="custom-mlflow",
         min_replicas=2,
         max_replicas=8,
@@ -56,7 +56,11 @@ def test_no_tags_keep_the_defaults():
         ("bridge.memory", "-1Gi", "positive Kubernetes quantity"),
         ("bridge.cpu", "0", "positive Kubernetes quantity"),
         ("bridge.runtime", "triton", "unknown runtime; known: custom-mlflow, kserve-mlserver"),
-        ("bridge.deployment-mode", "ModelMesh", "expected one of: Serverless, RawDeployment"),
+        (
+            "bridge.deployment-mode",
+            "ModelMesh",
+            "expected one of: Standard, Knative, RawDeployment, Serverless",
+        ),
         ("bridge.namespace", "Team_A", "namespace name"),
         ("bridge.canary-traffic-percent", "150", "from 0 to 100"),
     ],
@@ -80,7 +84,7 @@ def test_unknown_bridge_tag_is_an_error_with_the_known_list():
 def test_max_below_min_and_scale_to_zero_in_raw_mode():
     with pytest.raises(CheckFailed, match="max-replicas 2 is below min-replicas 3"):
         resolve("m", {"bridge.min-replicas": "3", "bridge.max-replicas": "2"}, DEFAULTS, RUNTIMES)
-    with pytest.raises(CheckFailed, match="needs Serverless mode"):
+    with pytest.raises(CheckFailed, match="needs Knative mode"):
         resolve(
             "m",
             {"bridge.min-replicas": "0", "bridge.deployment-mode": "RawDeployment"},
@@ -120,7 +124,7 @@ def test_parse_runtimes():
     "env,message",
     [
         ({"BRIDGE_CPU": "lots"}, "cpu 'lots' is not a positive Kubernetes quantity"),
-        ({"BRIDGE_DEPLOYMENT_MODE": "Knative"}, "deployment mode 'Knative'"),
+        ({"BRIDGE_DEPLOYMENT_MODE": "Raw"}, "deployment mode 'Raw'"),
         ({"BRIDGE_RUNTIME": "triton"}, "runtime 'triton' is not a known runtime"),
         ({"BRIDGE_MIN_REPLICAS": "4", "BRIDGE_MAX_REPLICAS": "2"}, "max replicas 2"),
         ({"BRIDGE_CANARY_TRAFFIC_PERCENT": "101"}, "above 100"),

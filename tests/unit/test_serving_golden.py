@@ -7,7 +7,6 @@ and review the diff.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 import subprocess
 from pathlib import Path
@@ -19,9 +18,11 @@ from bridge.gitops import KUSTOMIZATION, OutputDir
 from bridge.names import k8s_name
 from bridge.overrides import ServingSpec, resolve
 from bridge.serving import (
+    AccessKeys,
     DesiredService,
     ServedVersion,
     ServingOptions,
+    credentials_secret,
     file_name,
     inference_service,
     service_account,
@@ -42,6 +43,12 @@ OPTS = ServingOptions(
     s3_verify_ssl=True,
 )
 AWS_OPTS = ServingOptions(namespace="prod", service_account="models-sa", s3_region="eu-west-1")
+IRSA_OPTS = ServingOptions(
+    namespace="prod",
+    service_account="models-sa",
+    s3_region="eu-west-1",
+    irsa_role_arn="arn:aws:iam::123456789012:role/kserve-models",
+)
 DEFAULTS = ServingSpec(namespace="models")
 
 
@@ -65,12 +72,9 @@ def desired(
     tags: dict | None = None,
     canary: str | None = None,
     served: bool = True,
-    mode: str | None = None,
     **kw,
 ):
     spec = resolve(model, tags or {}, DEFAULTS, RUNTIMES)
-    if mode:  # a mode name the tags do not accept (yet)
-        spec = dataclasses.replace(spec, deployment_mode=mode)
     return DesiredService(
         model_name=model,
         k8s_name=k8s_name(model),
@@ -99,9 +103,15 @@ CASES = {
     # KServe >= 0.20, Standard mode: spec.canary, a second Deployment weighted by the HTTPRoute.
     "canary-standard": lambda: inference_service(
         desired(
-            "churn-std", "4", {"bridge.canary-traffic-percent": "20"}, canary="5", mode="Standard"
+            "churn-std",
+            "4",
+            {"bridge.canary-traffic-percent": "20", "bridge.deployment-mode": "Standard"},
+            canary="5",
         ),
         OPTS,
+    ),
+    "canary-knative": lambda: inference_service(
+        desired("churn-kn", "4", {"bridge.deployment-mode": "Serverless"}, canary="5"), OPTS
     ),
     "gpu-overrides": lambda: inference_service(
         desired(
@@ -124,7 +134,10 @@ CASES = {
     "odd-name": lambda: inference_service(desired("Fraud Model v2.1 (EU) / déjà vu", "1"), OPTS),
     "serviceaccount-minio": lambda: service_account(OPTS, "models"),
     "serviceaccount-aws": lambda: service_account(AWS_OPTS, "prod"),
+    "serviceaccount-irsa": lambda: service_account(IRSA_OPTS, "prod"),
+    "secret-minio": lambda: credentials_secret(OPTS, "models", AccessKeys()),
 }
+CORE_KINDS = sorted(c for c in CASES if c.startswith(("serviceaccount", "secret")))
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -136,7 +149,7 @@ def test_golden(case):
     assert path.read_text() == text, f"{path.name} changed; rerun with UPDATE_GOLDEN=1 and review"
 
 
-@pytest.mark.parametrize("case", sorted(c for c in CASES if not c.startswith("serviceaccount")))
+@pytest.mark.parametrize("case", sorted(set(CASES) - set(CORE_KINDS)))
 def test_kserve_sdk_accepts_without_unknown_fields(case):
     resource = CASES[case]()
     isvc = strict_isvc(resource)
@@ -164,7 +177,7 @@ def test_strict_check_can_fail():
         strict_isvc(resource)
 
 
-@pytest.mark.parametrize("case", ["serviceaccount-minio", "serviceaccount-aws"])
+@pytest.mark.parametrize("case", CORE_KINDS)
 def test_core_kinds_pass_schema_validation(case):
     import kubernetes_validate
 
@@ -181,18 +194,31 @@ def test_schema_validation_can_fail():
         kubernetes_validate.validate(sa, desired_version="1.30", strict=True)
 
 
-def test_service_account_never_holds_secret_values():
+def test_s3_settings_sit_where_kserve_reads_them():
+    """KServe reads the s3-* annotations from the Secret the ServiceAccount lists, and
+    from the ServiceAccount only with IRSA (pkg/credentials/service_account_credentials.go
+    at kserve/kserve aaac4e294dae2c7b1aa1886447793f3aa1c30912)."""
     sa = CASES["serviceaccount-minio"]()
     assert sa["secrets"] == [{"name": "mlflow-bridge-s3"}]
-    assert sa["metadata"]["annotations"] == {
+    assert "annotations" not in sa["metadata"]
+    secret = CASES["secret-minio"]()
+    assert secret["metadata"]["annotations"] == {
         "serving.kserve.io/s3-endpoint": "minio.minio.svc:9000",
         "serving.kserve.io/s3-usehttps": "0",
         "serving.kserve.io/s3-region": "us-east-1",
         "serving.kserve.io/s3-verifyssl": "1",
     }
-    aws = CASES["serviceaccount-aws"]()["metadata"]["annotations"]
+    assert secret["stringData"] == {
+        "AWS_ACCESS_KEY_ID": "<replace-me>",
+        "AWS_SECRET_ACCESS_KEY": "<replace-me>",
+    }
+    aws = credentials_secret(AWS_OPTS, "prod", AccessKeys())["metadata"]["annotations"]
     assert "serving.kserve.io/s3-endpoint" not in aws
     assert aws["serving.kserve.io/s3-usehttps"] == "1"
+    irsa = CASES["serviceaccount-irsa"]()
+    assert "secrets" not in irsa
+    assert irsa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith("kserve-models")
+    assert irsa["metadata"]["annotations"]["serving.kserve.io/s3-region"] == "eu-west-1"
 
 
 def test_canary_goes_away_when_promoted():
@@ -219,7 +245,9 @@ def test_canary_serves_the_new_version_and_records_both():
     raw = CASES["canary-raw"]()
     assert "canaryTrafficPercent" not in raw["spec"]["predictor"]
     assert raw["spec"]["predictor"]["model"]["storageUri"].endswith("/churn-raw/4/")
-    assert "not routed" in raw["metadata"]["annotations"]["mlflow-kubeflow-bridge.io/canary-state"]
+    # RawDeployment is read as its current name, Standard: the canary goes to spec.canary.
+    assert raw["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+    assert raw["spec"]["canary"][0]["predictor"]["model"]["storageUri"].endswith("/churn-raw/5/")
 
 
 def test_first_deployment_emits_the_champion_alone():
@@ -259,7 +287,10 @@ def test_standard_mode_canary_uses_spec_canary():
 
 
 def _write(dir_: Path) -> dict[str, bytes]:
-    resources = [CASES[c]() for c in sorted(CASES)]
+    # What bridge writes to a GitOps directory: never the Secret; one ServiceAccount per name.
+    resources = [
+        CASES[c]() for c in sorted(CASES) if c not in ("secret-minio", "serviceaccount-irsa")
+    ]
     files = {file_name(r): to_yaml(r) for r in resources}
     assert len(files) == len(resources), "two resources map to one file name"
     OutputDir(dir_).reconcile(files, lambda _n: True)
@@ -282,7 +313,7 @@ def test_gitops_dir_builds_with_kubectl_kustomize_and_is_byte_stable(tmp_path):
     docs = list(yaml.safe_load_all(built.stdout))
     kinds = sorted((d["kind"], d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs)
     assert kinds.count(("ServiceAccount", "models", "mlflow-bridge-models")) == 1
-    assert len([k for k in kinds if k[0] == "InferenceService"]) == 7
+    assert len([k for k in kinds if k[0] == "InferenceService"]) == 8
     assert ("InferenceService", "gpu-models", "llm-reranker") in kinds
 
 
