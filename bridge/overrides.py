@@ -19,7 +19,13 @@ TAG_PREFIX = "bridge."
 # the namespace with the serving overrides below but are not overrides.
 HISTORY_TAG = TAG_PREFIX + "history"
 LOCK_TAG = TAG_PREFIX + "lock"
-BOOKKEEPING_TAGS = frozenset({HISTORY_TAG, LOCK_TAG})
+# The rollout's state and its per-model plan are read by bridge.rollout_driver, not here.
+ROLLOUT_TAG = TAG_PREFIX + "rollout"
+ROLLOUT_STEPS_TAG = TAG_PREFIX + "rollout-steps"
+ROLLOUT_BAKE_TAG = TAG_PREFIX + "rollout-bake"
+BOOKKEEPING_TAGS = frozenset(
+    {HISTORY_TAG, LOCK_TAG, ROLLOUT_TAG, ROLLOUT_STEPS_TAG, ROLLOUT_BAKE_TAG}
+)
 DEPLOYMENT_MODES = ("Serverless", "RawDeployment")
 
 # Kubernetes resource.Quantity: a decimal number with an optional binary (Ki..Ei),
