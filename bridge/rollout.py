@@ -17,6 +17,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 
 from bridge.errors import UsageError
+from bridge.overrides import ROLLOUT_BAKE_TAG, ROLLOUT_STEPS_TAG, ROLLOUT_TAG
 
 RUNNING, COMPLETE, ABORTED, OVERRIDDEN = "running", "complete", "aborted", "overridden"
 TERMINAL = (COMPLETE, ABORTED, OVERRIDDEN)
@@ -47,6 +48,36 @@ def parse_steps(value: str, where: str = "BRIDGE_ROLLOUT_STEPS") -> tuple[int, .
             f"{where} {value!r} must rise from 1 or more and end at 100", hint="e.g. 10,50,100"
         )
     return steps
+
+
+def plan_for(settings, tags: dict[str, str]) -> Plan:
+    steps = parse_steps(
+        tags.get(ROLLOUT_STEPS_TAG) or settings.rollout_steps,
+        ROLLOUT_STEPS_TAG if tags.get(ROLLOUT_STEPS_TAG) else "BRIDGE_ROLLOUT_STEPS",
+    )
+    bake = settings.rollout_bake
+    if tags.get(ROLLOUT_BAKE_TAG):
+        try:
+            bake = float(tags[ROLLOUT_BAKE_TAG])
+            if bake <= 0:
+                raise ValueError
+        except ValueError:
+            raise UsageError(
+                f"tag {ROLLOUT_BAKE_TAG} {tags[ROLLOUT_BAKE_TAG]!r} is not a number of seconds > 0"
+            ) from None
+    return Plan(steps, bake, settings.rollout_grace)
+
+
+def view_from_tags(settings, tags: dict[str, str], now: float) -> dict | None:
+    """The rollout as `bridge status` shows it, from a registered model's tags."""
+    state = State.from_json(tags.get(ROLLOUT_TAG))
+    if state is None:
+        return None
+    try:
+        plan = plan_for(settings, tags)
+    except UsageError:  # a bad plan tag: show the state, the driver reports the error
+        plan = Plan(state.steps, 0.0, 0.0)
+    return state.view(plan, now)
 
 
 @dataclass(frozen=True)
@@ -102,6 +133,18 @@ class State:
             "last_guards": self.last,
             "reason": self.reason,
         }
+
+
+def describe(view: dict) -> str:
+    """One line for people: ``running step 2/3 50%, next check in 42s [error-ratio=0.002]``."""
+    line = f"{view['status']} step {view['step']}/{len(view['steps'])} {view['percent']}%"
+    if view.get("next_step_in") is not None:
+        line += f", next check in {view['next_step_in']:.0f}s"
+    guards = ", ".join(
+        f"{g['guard']}={'no data' if g['value'] is None else format(g['value'], '.4g')}"
+        for g in view.get("last_guards") or []
+    )
+    return line + (f" [{guards}]" if guards else "")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from bridge import history
 from bridge import rollout as ro
 from bridge.errors import TemporaryError, UsageError
 from bridge.names import k8s_name
-from bridge.overrides import ROLLOUT_BAKE_TAG, ROLLOUT_STEPS_TAG, ROLLOUT_TAG
+from bridge.overrides import ROLLOUT_TAG
 from bridge.promote import CANARY_TRAFFIC_TAG, Lease, _record
 from bridge.settings import Settings
 
@@ -38,32 +38,8 @@ class TickResult:
         d = self.decision
         if d.kind == ro.IDLE and not v:
             return f"{self.model}: no canary"
-        head = f"{self.model} v{v.get('version')}: {v.get('status')} step {v.get('step')}/{len(v.get('steps') or [])} {v.get('percent')}%"
-        if v.get("status") == ro.RUNNING and v.get("next_step_in") is not None:
-            head += f", next check in {v['next_step_in']:.0f}s"
-        guards = ", ".join(
-            f"{g['guard']}={'no data' if g['value'] is None else format(g['value'], '.4g')}"
-            for g in v.get("last_guards") or []
-        )
-        return head + (f" [{guards}]" if guards else "") + (f" — {d.reason}" if d.reason else "")
-
-
-def plan_for(settings: Settings, tags: dict[str, str]) -> ro.Plan:
-    steps = ro.parse_steps(
-        tags.get(ROLLOUT_STEPS_TAG) or settings.rollout_steps,
-        ROLLOUT_STEPS_TAG if tags.get(ROLLOUT_STEPS_TAG) else "BRIDGE_ROLLOUT_STEPS",
-    )
-    bake = settings.rollout_bake
-    if tags.get(ROLLOUT_BAKE_TAG):
-        try:
-            bake = float(tags[ROLLOUT_BAKE_TAG])
-            if bake <= 0:
-                raise ValueError
-        except ValueError:
-            raise UsageError(
-                f"tag {ROLLOUT_BAKE_TAG} {tags[ROLLOUT_BAKE_TAG]!r} is not a number of seconds > 0"
-            ) from None
-    return ro.Plan(steps, bake, settings.rollout_grace)
+        line = f"{self.model} v{v.get('version')}: {ro.describe(v)}"
+        return line + (f" — {d.reason}" if d.reason else "")
 
 
 class KubeRevisions:
@@ -120,7 +96,7 @@ class RolloutDriver:
     def tick(self, model: str) -> TickResult:
         rm = self.registry.registered_model(model)
         tags = dict(rm.tags)
-        plan = plan_for(self.settings, tags)
+        plan = ro.plan_for(self.settings, tags)
         state = ro.State.from_json(tags.get(ROLLOUT_TAG))
         obs = ro.Observed(
             rm.aliases.get(self.settings.canary_alias),

@@ -79,6 +79,10 @@ def format_table(report: list[dict], colour: bool = False) -> str:
         lines.append("  ".join(padded).rstrip())
         for reason in row.get("reasons", []):
             lines.append(f"    - {reason}")
+        if row.get("rollout"):
+            from bridge.rollout import describe
+
+            lines.append(f"    rollout v{row['rollout']['version']}: {describe(row['rollout'])}")
     counts: dict[str, int] = {}
     for row in report:
         counts[row["state"]] = counts.get(row["state"], 0) + 1

@@ -21,20 +21,30 @@ import sys
 import time
 
 import pytest
+import yaml
 
+from bridge.names import k8s_name
+from tests.integration import prometheus_support
 from tests.integration.conftest import unique
-from tests.integration.prometheus_support import exporter, prometheus  # noqa: F401
+from tests.integration.daemon_helpers import start_daemon, wait_until
+
+# the session's Prometheus and exporter fixtures, used by name below
+exporter, prometheus = prometheus_support.exporter, prometheus_support.prometheus
 
 NS = "rollout-test"
 
 
 @pytest.fixture
-def canary(scope, client, k8s_api, exporter, prometheus):  # noqa: F811
+def canary(scope, client, k8s_api, exporter, prometheus):
     """A model with champion v1 and canary v2, its live InferenceService and healthy series."""
     name = unique("ro")
     client.create_registered_model(name)
     for _ in range(2):
         client.create_model_version(name, "s3://nowhere/model", run_id=None)
+    return _wire(scope, client, k8s_api, exporter, prometheus, name)
+
+
+def _wire(scope, client, k8s_api, exporter, prometheus, name):
     client.set_registered_model_alias(name, scope.alias, "1")
     client.set_registered_model_alias(name, scope.alias + "-canary", "2")
     rev1, rev2 = f"{name}-predictor-00001", f"{name}-predictor-00002"
@@ -125,7 +135,7 @@ def test_healthy_canary_walks_10_50_then_becomes_champion(scope, client, canary)
     "guard, bad",
     [("error-ratio", {"error_ratio": 0.3}), ("latency-p95-ratio", {"latency_ms": 900})],
 )
-def test_failing_guard_aborts_at_the_first_step(scope, client, canary, exporter, guard, bad):  # noqa: F811
+def test_failing_guard_aborts_at_the_first_step(scope, client, canary, exporter, guard, bad):
     exporter.set(NS, canary.name, canary.rev2, **bad)
     r = scope.run("rollout", canary.name, "--watch", env=canary.env, timeout=120)
     assert r.returncode == 1, (r.stdout, r.stderr)
@@ -141,7 +151,7 @@ def test_failing_guard_aborts_at_the_first_step(scope, client, canary, exporter,
     assert guard in last["reason"]
 
 
-def test_canary_that_turns_bad_aborts_at_the_step_where_it_fails(scope, client, canary, exporter):  # noqa: F811
+def test_canary_that_turns_bad_aborts_at_the_step_where_it_fails(scope, client, canary, exporter):
     canary.env["BRIDGE_ROLLOUT_BAKE"] = "5"  # Prometheus scrapes every 1s: room for late scrapes
     proc = _start(scope, canary)
     _wait_for_percent(client, canary.name, "50", proc)
@@ -153,7 +163,7 @@ def test_canary_that_turns_bad_aborts_at_the_step_where_it_fails(scope, client, 
     assert _model(client, canary.name)[0].get(scope.alias) == "1"
 
 
-def test_missing_data_aborts_after_the_grace_period(scope, client, canary, exporter):  # noqa: F811
+def test_missing_data_aborts_after_the_grace_period(scope, client, canary, exporter):
     exporter.set(NS, canary.name, canary.rev2, rps=0)  # the canary gets no traffic
     r = scope.run("rollout", canary.name, "--watch", env=canary.env, timeout=120)
     assert r.returncode == 1, (r.stdout, r.stderr)
@@ -210,3 +220,68 @@ def test_unknown_metric_in_a_custom_guard_is_a_config_error(scope, canary, tmp_p
     r = scope.run("rollout", canary.name, env=env, timeout=60)  # judges: checks metrics first
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "revison_queue_depth" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_daemon_steps_the_gitops_output_and_a_new_daemon_resumes_after_sigkill(
+    scope,
+    client,
+    register,
+    k8s_api,
+    exporter,
+    prometheus,
+    tmp_path,
+):
+    """`bridge serve` with BRIDGE_ROLLOUT_AUTO: the leader steps the canary and its sync
+    passes rewrite the GitOps file (canaryTrafficPercent 10, then 50); SIGKILLed while
+    step 2 bakes, a new daemon resumes at step 2 and makes the canary champion once."""
+    name = unique("ro-d")
+    assert register(name, 2) == ["1", "2"]
+    c = _wire(scope, client, k8s_api, exporter, prometheus, name)
+    env = {
+        **scope.env,
+        **c.env,
+        "BRIDGE_ROLLOUT_AUTO": "true",
+        "BRIDGE_ROLLOUT_BAKE": "4",
+        "BRIDGE_POLL_INTERVAL": "30",
+        "BRIDGE_LEADER_ELECTION": "false",
+    }
+    out = tmp_path / "out"
+    manifest = out / f"{k8s_name(name)}.yaml"
+
+    def percent():
+        if not manifest.exists():
+            return None
+        doc = yaml.safe_load(manifest.read_text())
+        return doc["spec"]["predictor"].get("canaryTrafficPercent")
+
+    first = start_daemon(env, tmp_path, "--output-dir", str(out))
+    try:
+        wait_until(lambda: percent() == 10, 120, "the GitOps file never showed 10%", first)
+        wait_until(lambda: percent() == 50, 120, "the GitOps file never showed 50%", first)
+        assert first.metric("bridge_rollout_traffic_percent", model=name) == 50
+    finally:
+        first.kill()
+    state = json.loads(client.get_registered_model(name).tags["bridge.rollout"])
+    assert state["status"] == "running" and state["step"] == 1
+
+    second = start_daemon(env, tmp_path, "--output-dir", str(out))
+    try:
+        wait_until(
+            lambda: client.get_registered_model(name).aliases.get(scope.alias) == "2",
+            120,
+            "the resumed daemon did not complete the rollout",
+            second,
+        )
+        wait_until(lambda: percent() is None, 60, "the GitOps file kept a canary", second)
+        assert second.metric("bridge_rollout_transitions_total", decision="start") == 0
+        assert second.metric("bridge_rollout_transitions_total", decision="complete") == 1
+    finally:
+        second.terminate()
+    doc = yaml.safe_load(manifest.read_text())
+    assert doc["spec"]["predictor"]["model"]["storageUri"].endswith(f"/{k8s_name(name)}/2/")
+    actions = [e["action"] for e in _history(client, name)]
+    assert actions.count("rollout-complete") == 1
+
+    r = scope.run("status", "--model", name, "--output", "json", "--output-dir", str(out))
+    (row,) = json.loads(r.stdout)
+    assert row["rollout"]["status"] == "complete" and row["rollout"]["version"] == "2"
