@@ -54,25 +54,24 @@ def rollout(ctx: Context, model, watch, output, **flags):
     from bridge.rollout_driver import RolloutDriver
 
     driver = RolloutDriver(settings, PromotionRegistry(settings))
-    last_line = None
+    last_key, last_reason = None, None
     while True:
         result = driver.tick(model)
-        status = (result.view or {}).get("status")
         if result.view is None:
             raise UsageError(
                 f"model {model!r} has no canary ({settings.canary_alias!r} is not set)",
                 hint=f"start one: bridge promote {model} --version N --canary 10",
             )
-        line = result.line
-        shown = line.split(", next check in")[0]
-        if output == "json":
-            if shown != last_line:
+        status, reason = result.view["status"], result.decision.reason
+        key = (status, result.view["step"])
+        if key != last_key or (reason and reason != last_reason):  # a line per step or event
+            if output == "json":
                 click.echo(
                     json.dumps({"model": model, "decision": result.decision.kind, **result.view})
                 )
-        elif shown != last_line:
-            click.echo(line)
-        last_line = shown
+            else:
+                click.echo(result.line)
+        last_key, last_reason = key, reason
         if status in _EXIT:
             return _EXIT[status]
         if not watch:

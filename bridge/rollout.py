@@ -154,6 +154,7 @@ class Observed:
     canary: str | None  # version the canary alias points at
     champion: str | None
     traffic_percent: str | None  # the bridge.canary-traffic-percent tag
+    served_percent: int | None = None  # canaryTrafficPercent of the live InferenceService
 
 
 # Decisions
@@ -204,10 +205,30 @@ def next_action(plan: Plan, state: State | None, obs: Observed, now: float) -> D
             f"(step {state.step + 1} is {state.percent}%)"
         )
         return Decision(NOTICE, replace(state, status=OVERRIDDEN, reason=why), reason=why)
+    if obs.served_percent is not None and obs.served_percent != state.percent:
+        # the bake counts from when the step is served (GitOps: after the commit is synced)
+        why = (
+            f"waiting for the InferenceService to serve {state.percent}% "
+            f"(it serves {obs.served_percent}%)"
+        )
+        return Decision(WAIT, replace(state, step_started=now), wait=plan.bake, reason=why)
     left = state.step_started + plan.bake - now
     if left > 0:
         return Decision(WAIT, state, wait=left)
     return Decision(EVALUATE, state)
+
+
+def watch(
+    plan: Plan, state: State, results: list, now: float, wait: float, reason: str | None = None
+) -> Decision:
+    """A check while the step bakes: a failing health guard aborts at once (missing data and
+    thin traffic are only judged at the step's end)."""
+    failed = [r for r in results if not r.missing and not r.passed]
+    if failed:
+        return judge(plan, state, results, now)
+    return Decision(
+        WAIT, replace(state, last=[r.as_dict() for r in results]), wait=wait, reason=reason
+    )
 
 
 def judge(plan: Plan, state: State, results: list, now: float) -> Decision:

@@ -54,7 +54,8 @@ class KubeRevisions:
         self.settings = settings
         self._kube = None
 
-    def __call__(self, model: str, tags: dict[str, str]) -> gd.Revisions | None:
+    def __call__(self, model: str, tags: dict[str, str]) -> tuple[gd.Revisions | None, int | None]:
+        """(the two revisions, or None until KServe split them; the served canary percent)."""
         from bridge.kube import INFERENCE_SERVICE, KubeClient
         from bridge.overrides import parse_runtimes, resolve
         from bridge.sync import serving_defaults
@@ -66,14 +67,16 @@ class KubeRevisions:
             self._kube = KubeClient.from_settings(self.settings)
         name = k8s_name(model)
         obj = self._kube.get(INFERENCE_SERVICE, spec.namespace, name)
-        predictor = ((obj or {}).get("status") or {}).get("components", {}).get("predictor", {})
+        obj = obj or {}
+        served = ((obj.get("spec") or {}).get("predictor") or {}).get("canaryTrafficPercent")
+        predictor = (obj.get("status") or {}).get("components", {}).get("predictor", {})
         canary, champion = (
             predictor.get("latestReadyRevision"),
             predictor.get("previousRolledoutRevision"),
         )
         if not canary or not champion or canary == champion:
-            return None  # not split yet: counts as missing data
-        return gd.Revisions(spec.namespace, name, canary, champion)
+            return None, served  # not split yet: counts as missing data
+        return gd.Revisions(spec.namespace, name, canary, champion), served
 
 
 class RolloutDriver:
@@ -98,21 +101,25 @@ class RolloutDriver:
         tags = dict(rm.tags)
         plan = ro.plan_for(self.settings, tags)
         state = ro.State.from_json(tags.get(ROLLOUT_TAG))
+        canary = rm.aliases.get(self.settings.canary_alias)
+        rev, served = None, None
+        if canary and state is not None and state.version == canary and state.status == ro.RUNNING:
+            rev, served = self.revisions(model, tags)  # what the cluster serves right now
         obs = ro.Observed(
-            rm.aliases.get(self.settings.canary_alias),
-            rm.aliases.get(self.settings.alias),
-            tags.get(CANARY_TRAFFIC_TAG),
+            canary, rm.aliases.get(self.settings.alias), tags.get(CANARY_TRAFFIC_TAG), served
         )
         now = self.clock()
         d = ro.next_action(plan, state, obs, now)
         if d.kind == ro.EVALUATE:
-            d = self._evaluate(model, tags, plan, d.state, now)
-        self._carry_out(model, d, obs)
+            d = ro.judge(plan, d.state, self._results(model, rev, plan, d.state), now)
+        elif d.kind == ro.WAIT:  # baking: watch for a guard going bad
+            results = self._results(model, rev, plan, d.state)
+            d = ro.watch(plan, d.state, results, now, d.wait, d.reason)
+        self._carry_out(model, d, state)
         shown = d.state or state
         return TickResult(model, d, shown.view(plan, now) if shown else None)
 
-    def _evaluate(self, model, tags, plan, state: ro.State, now: float) -> ro.Decision:
-        rev = self.revisions(model, tags)
+    def _results(self, model, rev, plan, state: ro.State) -> list[gd.GuardResult]:
         window = plan.bake
         if rev is None:
             results = [
@@ -128,16 +135,16 @@ class RolloutDriver:
             except TemporaryError as exc:  # no monitoring is no data: the grace period applies
                 log.warning("rollout of %s: %s", model, exc.one_line())
                 results = [gd.GuardResult(g, gd.render(g, rev, window), None) for g in self.guards]
-        return ro.judge(plan, state, results, now)
+        return results
 
     def _write_state(self, model: str, state: ro.State) -> None:
         self.registry.set_model_tag(model, ROLLOUT_TAG, state.to_json())
 
-    def _carry_out(self, model: str, d: ro.Decision, obs: ro.Observed) -> None:
+    def _carry_out(self, model: str, d: ro.Decision, before: ro.State | None) -> None:
         if d.kind in (ro.IDLE,):
             return
         if d.kind == ro.WAIT:
-            if d.reason:  # waiting for data: keep what was seen and since when
+            if d.state != before:  # what was seen, for status and a new leader
                 self._write_state(model, d.state)
             return
         if d.kind in (ro.START, ro.ADVANCE):

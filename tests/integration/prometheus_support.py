@@ -15,6 +15,7 @@ missing the tests skip and say how to install it.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -22,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import requests
@@ -131,46 +133,52 @@ def exporter():
     server.shutdown()
 
 
-@pytest.fixture(scope="session")
-def prometheus(exporter, tmp_path_factory):
-    """URL of a real Prometheus scraping ``exporter`` every second."""
-    binary = shutil.which("prometheus") or (
-        "/usr/bin/prometheus" if shutil.os.path.exists("/usr/bin/prometheus") else None
-    )
-    if not binary:
-        pytest.skip(f"no prometheus binary; install it with: {INSTALL_HINT}")
-    d = tmp_path_factory.mktemp("prometheus")
+def prometheus_binary() -> str | None:
+    found = shutil.which("prometheus")
+    return found or ("/usr/bin/prometheus" if os.path.exists("/usr/bin/prometheus") else None)
+
+
+def start_prometheus(binary: str, exporter_port: int, d: Path) -> tuple[subprocess.Popen, str]:
+    """A real Prometheus scraping ``127.0.0.1:exporter_port`` every second; (process, URL)."""
     (d / "prometheus.yml").write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
         "scrape_configs:\n  - job_name: queue-proxy\n"
-        f"    static_configs:\n      - targets: ['127.0.0.1:{exporter.port}']\n"
+        f"    static_configs:\n      - targets: ['127.0.0.1:{exporter_port}']\n"
     )
     port = _free_port()
-    log = open(d / "prometheus.log", "w")
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={d / 'prometheus.yml'}",
-            f"--storage.tsdb.path={d / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with open(d / "prometheus.log", "w") as log:
+        proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={d / 'prometheus.yml'}",
+                f"--storage.tsdb.path={d / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
         try:
             names = requests.get(f"{url}/api/v1/label/__name__/values", timeout=2).json()["data"]
             if "revision_app_request_count" in names:
-                break
+                return proc, url
         except (requests.RequestException, ValueError, KeyError):
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             raise RuntimeError(f"prometheus did not come up; see {d / 'prometheus.log'}")
         time.sleep(0.3)
+
+
+@pytest.fixture(scope="session")
+def prometheus(exporter, tmp_path_factory):
+    """URL of a real Prometheus scraping ``exporter`` every second."""
+    binary = prometheus_binary()
+    if not binary:
+        pytest.skip(f"no prometheus binary; install it with: {INSTALL_HINT}")
+    proc, url = start_prometheus(binary, exporter.port, tmp_path_factory.mktemp("prometheus"))
     yield url
     proc.terminate()
     proc.wait(timeout=30)
-    log.close()

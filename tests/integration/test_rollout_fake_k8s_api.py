@@ -44,28 +44,35 @@ def canary(scope, client, k8s_api, exporter, prometheus):
     return _wire(scope, client, k8s_api, exporter, prometheus, name)
 
 
+def _isvc(name, served_percent=None):
+    """The live InferenceService mid-canary, as KServe's controller leaves it."""
+    rev1, rev2 = f"{name}-predictor-00001", f"{name}-predictor-00002"
+    predictor = {"model": {"modelFormat": {"name": "mlflow"}}}
+    if served_percent is not None:
+        predictor["canaryTrafficPercent"] = served_percent
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"predictor": predictor},
+        "status": {
+            "components": {
+                "predictor": {
+                    "latestReadyRevision": rev2,
+                    "latestCreatedRevision": rev2,
+                    "previousRolledoutRevision": rev1,
+                    "latestRolledoutRevision": rev1,
+                }
+            }
+        },
+    }
+
+
 def _wire(scope, client, k8s_api, exporter, prometheus, name):
     client.set_registered_model_alias(name, scope.alias, "1")
     client.set_registered_model_alias(name, scope.alias + "-canary", "2")
     rev1, rev2 = f"{name}-predictor-00001", f"{name}-predictor-00002"
-    k8s_api.seed(
-        {
-            "apiVersion": "serving.kserve.io/v1beta1",
-            "kind": "InferenceService",
-            "metadata": {"name": name, "namespace": NS},
-            "spec": {"predictor": {"model": {"modelFormat": {"name": "mlflow"}}}},
-            "status": {
-                "components": {
-                    "predictor": {
-                        "latestReadyRevision": rev2,
-                        "latestCreatedRevision": rev2,
-                        "previousRolledoutRevision": rev1,
-                        "latestRolledoutRevision": rev1,
-                    }
-                }
-            },
-        }
-    )
+    k8s_api.seed(_isvc(name))
     exporter.set(NS, name, rev1, rps=40, latency_ms=50)
     exporter.set(NS, name, rev2, rps=40, latency_ms=50)
     env = {
@@ -176,6 +183,7 @@ def test_missing_data_aborts_after_the_grace_period(scope, client, canary, expor
 def test_killed_rollout_resumes_its_step_without_double_promoting(scope, client, canary):
     """SIGKILL the `bridge rollout` child while step 2 bakes; a new one finishes the job
     from step 2 (its state is the registry tag), and the champion moves once."""
+    canary.env["BRIDGE_ROLLOUT_BAKE"] = "8"  # room to kill it before step 2 ends
     proc = _start(scope, canary)
     _wait_for_percent(client, canary.name, "50", proc)
     proc.send_signal(signal.SIGKILL)
@@ -191,6 +199,7 @@ def test_killed_rollout_resumes_its_step_without_double_promoting(scope, client,
 
 
 def test_manual_rollback_during_a_rollout_wins(scope, client, canary):
+    canary.env["BRIDGE_ROLLOUT_BAKE"] = "120"  # the rollback lands while step 1 bakes
     proc = _start(scope, canary)
     _wait_for_percent(client, canary.name, "10", proc)
     r = scope.run(
@@ -285,3 +294,28 @@ def test_daemon_steps_the_gitops_output_and_a_new_daemon_resumes_after_sigkill(
     r = scope.run("status", "--model", name, "--output", "json", "--output-dir", str(out))
     (row,) = json.loads(r.stdout)
     assert row["rollout"]["status"] == "complete" and row["rollout"]["version"] == "2"
+
+
+def test_a_step_is_judged_only_once_the_inference_service_serves_it(scope, client, canary, k8s_api):
+    """GitOps: the live InferenceService still serves 10% after the rollout set 50%
+    (the commit is not synced yet): the rollout keeps restarting step 2's bake instead
+    of judging it, and completes once the live object serves 50%."""
+    k8s_api.seed(_isvc(canary.name, served_percent=10))
+    canary.env["BRIDGE_ROLLOUT_BAKE"] = "2"
+    proc = _start(scope, canary)
+    _wait_for_percent(client, canary.name, "50", proc)
+
+    def step_started():
+        return json.loads(client.get_registered_model(canary.name).tags["bridge.rollout"])[
+            "step_started"
+        ]
+
+    first = step_started()
+    wait_until(lambda: step_started() > first, 60, "the bake was not restarted")
+    assert proc.poll() is None
+    assert client.get_registered_model(canary.name).aliases.get(scope.alias) == "1"
+    k8s_api.seed(_isvc(canary.name, served_percent=50))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, (out, err)
+    assert "waiting for the InferenceService to serve 50% (it serves 10%)" in out
+    assert client.get_registered_model(canary.name).aliases.get(scope.alias) == "2"

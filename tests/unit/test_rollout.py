@@ -152,3 +152,24 @@ def test_custom_guards_file(tmp_path):
     f.write_text("guards:\n  - name: cpu\n    query: x\n    op: '=='\n    threshold: 2\n")
     with pytest.raises(UsageError, match="op '=='"):
         gd.parse_guards("", str(f))
+
+
+def test_a_guard_going_bad_while_the_step_bakes_aborts_at_once():
+    bad = [_result("error-ratio", 0.3), _result("min-requests", 3)]
+    d = ro.watch(PLAN, _state(), bad, now=1010, wait=50)
+    assert d.kind == ro.ABORT_NOW and "error-ratio failed" in d.reason
+    # thin traffic or no data mid-step is not judged yet
+    thin = [_result("error-ratio", None), _result("min-requests", 3)]
+    d = ro.watch(PLAN, _state(), thin, now=1010, wait=50)
+    assert d.kind == ro.WAIT and d.wait == 50 and d.state.missing_since is None
+    assert d.state.last[1]["value"] == 3
+
+
+def test_a_step_bakes_only_once_the_cluster_serves_it():
+    lagging = ro.Observed("2", "1", "50", served_percent=10)
+    d = ro.next_action(PLAN, _state(step=1), lagging, now=2000)
+    assert d.kind == ro.WAIT and d.state.step_started == 2000
+    assert "serve 50% (it serves 10%)" in d.reason
+    served = ro.Observed("2", "1", "50", served_percent=50)
+    assert ro.next_action(PLAN, d.state, served, now=2059).kind == ro.WAIT
+    assert ro.next_action(PLAN, d.state, served, now=2060).kind == ro.EVALUATE
