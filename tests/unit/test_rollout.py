@@ -173,3 +173,29 @@ def test_a_step_bakes_only_once_the_cluster_serves_it():
     served = ro.Observed("2", "1", "50", served_percent=50)
     assert ro.next_action(PLAN, d.state, served, now=2059).kind == ro.WAIT
     assert ro.next_action(PLAN, d.state, served, now=2060).kind == ro.EVALUATE
+
+
+def test_status_table_and_page_show_the_rollout():
+    from bridge.status_html import render_html
+    from bridge.status_text import format_table
+
+    view = _state(step=1, last=[_result("error-ratio", 0.002).as_dict()]).view(PLAN, now=1020)
+    assert view["next_step_in"] == 40 and view["percent"] == 50
+    row = {
+        "name": "fraud",
+        "state": "in_sync",
+        "reasons": [],
+        "registered": True,
+        "alias": "champion",
+        "version": "1",
+        "canary_alias": "challenger",
+        "canary_version": "2",
+        "store": None,
+        "served": [],
+        "sources": [],
+        "lineage": {},
+        "rollout": view,
+    }
+    line = "rollout v2: running step 2/3 50%, next check in 40s [error-ratio=0.002]"
+    assert line in format_table([row])
+    assert line in render_html([row])
