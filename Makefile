@@ -31,13 +31,13 @@ prometheus:
 demo: setup
 	$(BIN)/python examples/local_demo.py
 
-test: setup
+test: setup prometheus
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 test-unit: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
 
-test-integration: setup
+test-integration: setup prometheus
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration
 
 # The daemon image's environment (`.[daemon]`, no dev extras): the benchmarks run
