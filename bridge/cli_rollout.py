@@ -56,6 +56,7 @@ def rollout(ctx: Context, model, watch, output, **flags):
     driver = RolloutDriver(settings, PromotionRegistry(settings))
     last_key, last_reason = None, None
     while True:
+        started = time.monotonic()
         result = driver.tick(model)
         if result.view is None:
             raise UsageError(
@@ -76,5 +77,6 @@ def rollout(ctx: Context, model, watch, output, **flags):
             return _EXIT[status]
         if not watch:
             return 0
-        wait = result.decision.wait or settings.rollout_interval
-        time.sleep(max(0.05, min(wait, settings.rollout_interval)))
+        # a fixed rate: the next check is one interval after this one began
+        wait = min(result.decision.wait or settings.rollout_interval, settings.rollout_interval)
+        time.sleep(max(0.05, wait - (time.monotonic() - started)))

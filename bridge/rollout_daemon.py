@@ -8,6 +8,7 @@ once. The rollout's state is in the registry, so a new leader simply carries on.
 from __future__ import annotations
 
 import logging
+import time
 
 from bridge import rollout as ro
 from bridge.errors import BridgeError
@@ -30,9 +31,12 @@ class RolloutLoop:
 
     def run(self) -> None:
         d = self.daemon
-        while not d.stopping.wait(d.settings.rollout_interval):
+        took = 0.0
+        while not d.stopping.wait(max(0.05, d.settings.rollout_interval - took)):
+            started = time.monotonic()
             if d.is_leader:
                 self.tick_all()
+            took = time.monotonic() - started  # a fixed rate, not interval + work
 
     def tick_all(self) -> None:
         from bridge.rollout_driver import rollout_models
