@@ -15,18 +15,31 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	@$(MAKE) --no-print-directory prometheus
 	@touch $(STAMP)
+
+# The rollout tests need a real Prometheus server. Install Debian's package when running
+# as root and it is missing; never fail setup over it (the tests skip and name the command).
+.PHONY: prometheus
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || test -x /usr/bin/prometheus || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus) >/dev/null 2>&1 \
+	      || echo "note: could not install prometheus; rollout tests will skip (apt-get install -y prometheus)"; \
+	  else \
+	    echo "note: no prometheus binary; rollout tests will skip (install: apt-get install -y prometheus)"; \
+	  fi; }
 
 demo: setup
 	$(BIN)/python examples/local_demo.py
 
-test: setup $(MLSERVER_STAMP)
+test: setup prometheus $(MLSERVER_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 test-unit: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
 
-test-integration: setup
+test-integration: setup prometheus
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration
 
 # KServe conformance harness (tests/conformance): MLServer as KServe's kserve-mlserver

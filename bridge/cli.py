@@ -372,8 +372,9 @@ def main(argv: list[str] | None = None) -> None:
 # Commands that live in their own modules (imported last: those modules import this one).
 from bridge.cli_credentials import credentials  # noqa: E402
 from bridge.cli_promote import history, promote, rollback  # noqa: E402
+from bridge.cli_rollout import rollout  # noqa: E402
 from bridge.cli_serve import serve, webhook  # noqa: E402
 from bridge.cli_status import status as status_command  # noqa: E402
 
-for _command in (promote, rollback, history, status_command, serve, webhook, credentials):
+for _command in (promote, rollback, history, rollout, status_command, serve, webhook, credentials):
     cli.add_command(_command)

@@ -452,11 +452,13 @@ class Daemon:
             self.elector.start()
         else:
             self.queue.put(FULL)
-        for name, target in (
-            ("http", self._server.serve_forever),
-            ("worker", self._work),
-            ("poll", self._poll),
-        ):
+        loops = [("http", self._server.serve_forever), ("worker", self._work), ("poll", self._poll)]
+        if self.settings.rollout_auto:  # canary steps with guardrails (docs/rollout.md)
+            from bridge.rollout_daemon import RolloutLoop
+
+            self.rollouts = RolloutLoop(self)
+            loops.append(("rollout", self.rollouts.run))
+        for name, target in loops:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)

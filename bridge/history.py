@@ -28,6 +28,7 @@ MAX_REASON = 500
 
 PROMOTE, ROLLBACK = "promote", "rollback"
 CANARY, CANARY_COMPLETE, CANARY_ABORT = "canary", "canary-complete", "canary-abort"
+ROLLOUT_COMPLETE, ROLLOUT_ABORT = "rollout-complete", "rollout-abort"
 
 
 def now() -> str:

@@ -76,8 +76,43 @@ class Metrics:
         self.leader = Gauge(
             "bridge_leader", "1 while this replica holds the leader Lease, else 0.", registry=r
         )
+        self.rollout_percent = Gauge(
+            "bridge_rollout_traffic_percent",
+            "Canary traffic percent of the running rollout step (0 once it ended).",
+            ["model"],
+            registry=r,
+        )
+        self.rollout_step = Gauge(
+            "bridge_rollout_step", "Step (1-based) of the model's rollout.", ["model"], registry=r
+        )
+        self.rollout_guard = Gauge(
+            "bridge_rollout_guard_value",
+            "Last value of each rollout guard's query (NaN: no data).",
+            ["model", "guard"],
+            registry=r,
+        )
+        self.rollout_transitions = Counter(
+            "bridge_rollout_transitions_total",
+            "Rollout decisions that changed something (start, advance, complete, abort, notice).",
+            ["decision"],
+            registry=r,
+        )
         for state in ("in_sync", "out_of_sync"):
             self.models.labels(state).set(0)
+
+    def observe_rollout(self, result) -> None:
+        """One rollout tick (bridge.rollout_driver.TickResult)."""
+        view = result.view or {}
+        if not view:
+            return
+        running = view["status"] == "running"
+        self.rollout_percent.labels(result.model).set(view["percent"] if running else 0)
+        self.rollout_step.labels(result.model).set(view["step"])
+        for g in view.get("last_guards") or []:
+            value = float("nan") if g["value"] is None else g["value"]
+            self.rollout_guard.labels(result.model, g["guard"]).set(value)
+        if result.decision.kind not in ("idle", "wait", "evaluate"):
+            self.rollout_transitions.labels(result.decision.kind).inc()
 
     def observe_report(self, report, trigger: str, seconds: float, *, full: bool) -> None:
         failed = [r for r in report.results if r.error is not None]

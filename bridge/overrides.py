@@ -20,7 +20,13 @@ TAG_PREFIX = "bridge."
 # the namespace with the serving overrides below but are not overrides.
 HISTORY_TAG = TAG_PREFIX + "history"
 LOCK_TAG = TAG_PREFIX + "lock"
-BOOKKEEPING_TAGS = frozenset({HISTORY_TAG, LOCK_TAG})
+# The rollout's state and its per-model plan are read by bridge.rollout_driver, not here.
+ROLLOUT_TAG = TAG_PREFIX + "rollout"
+ROLLOUT_STEPS_TAG = TAG_PREFIX + "rollout-steps"
+ROLLOUT_BAKE_TAG = TAG_PREFIX + "rollout-bake"
+BOOKKEEPING_TAGS = frozenset(
+    {HISTORY_TAG, LOCK_TAG, ROLLOUT_TAG, ROLLOUT_STEPS_TAG, ROLLOUT_BAKE_TAG}
+)
 # KServe's names (pkg/constants/constants.go, DeploymentModeType): current ones, and the
 # deprecated ones (< 0.17) accepted as input and emitted as their current name.
 DEPLOYMENT_MODES = ("Standard", "Knative")

@@ -68,6 +68,13 @@ def _parse_non_negative_int(value: str) -> int:
     return i
 
 
+def _parse_non_negative_float(value: str) -> float:
+    f = float(value)
+    if f < 0:
+        raise ValueError(f"must be 0 or more, got {value!r}")
+    return f
+
+
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?)?\s*$", re.IGNORECASE)
 
 
@@ -341,6 +348,51 @@ class Settings:
         "Percent of traffic the canary version gets (Knative canaryTrafficPercent, Standard spec.canary).",
         _parse_non_negative_int,
     )
+    # --- progressive delivery: `bridge rollout`, the daemon's rollouts (docs/rollout.md) ---
+    prometheus_url: str | None = _setting(
+        None,
+        ("BRIDGE_PROMETHEUS_URL",),
+        "Prometheus the rollout guards query, e.g. http://prometheus.monitoring:9090.",
+    )
+    rollout_auto: bool = _setting(
+        False,
+        ("BRIDGE_ROLLOUT_AUTO",),
+        "The daemon's leader drives every canary through the rollout steps.",
+        _parse_bool,
+    )
+    rollout_steps: str = _setting(
+        "10,50,100",
+        ("BRIDGE_ROLLOUT_STEPS",),
+        "Canary traffic steps, ending at 100 (tag bridge.rollout-steps per model).",
+    )
+    rollout_bake: float = _setting(
+        600.0,
+        ("BRIDGE_ROLLOUT_BAKE",),
+        "Seconds each step runs before its guards are judged (tag bridge.rollout-bake).",
+        _parse_positive_float,
+    )
+    rollout_grace: float = _setting(
+        300.0,
+        ("BRIDGE_ROLLOUT_GRACE",),
+        "Seconds guards may lack data at a step's end before the rollout aborts.",
+        _parse_non_negative_float,
+    )
+    rollout_interval: float = _setting(
+        10.0,
+        ("BRIDGE_ROLLOUT_INTERVAL",),
+        "Seconds between rollout evaluations (daemon and `bridge rollout --watch`).",
+        _parse_positive_float,
+    )
+    rollout_guards: str = _setting(
+        "error-ratio<0.01,latency-p95-ratio<=1.2,min-requests>=100",
+        ("BRIDGE_ROLLOUT_GUARDS",),
+        "Built-in guards with thresholds: NAME OP NUMBER, comma-separated.",
+    )
+    rollout_guards_file: str | None = _setting(
+        None,
+        ("BRIDGE_ROLLOUT_GUARDS_FILE",),
+        "YAML file of extra guards (name, query, op, threshold[, kind]).",
+    )
     runtime_fit: str = _setting(
         "warn",
         ("BRIDGE_RUNTIME_FIT",),
@@ -592,6 +644,7 @@ def _validate(s: Settings) -> None:
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise UsageError(f"log level {s.log_level!r} is not one of: DEBUG, INFO, WARNING, ERROR")
     _validate_serving(s)
+    _validate_rollout(s)
     if s.progress not in ("auto", "always", "never"):
         raise UsageError(f"progress {s.progress!r} is not one of: auto, always, never")
     if s.source_artifacts_uri and not s.source_artifacts_uri.startswith("s3://"):
@@ -633,6 +686,19 @@ def _validate_bounds(s: Settings) -> None:
                 f"default {name} {getattr(s, name)} is above the bound in {setting}",
                 hint=f"lower BRIDGE_{name.upper()} or raise {setting}",
             )
+
+
+def _validate_rollout(s: Settings) -> None:
+    from bridge.guards import parse_guards
+    from bridge.rollout import parse_steps
+
+    parse_steps(s.rollout_steps)
+    parse_guards(s.rollout_guards)  # the guards file is read when a rollout starts
+    if s.prometheus_url and not s.prometheus_url.startswith(("http://", "https://")):
+        raise UsageError(
+            f"prometheus URL {s.prometheus_url!r} is not an http(s) URL",
+            hint="set BRIDGE_PROMETHEUS_URL like http://prometheus:9090",
+        )
 
 
 def _validate_serving(s: Settings) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from bridge.kserve_status import (
     serving_state,
 )
 from bridge.names import k8s_name
+from bridge.rollout import view_from_tags
 from bridge.serving import ANNOTATION_PREFIX, MANAGED_BY_LABEL
 from bridge.settings import Settings
 
@@ -140,6 +142,7 @@ class ModelFacts:
     sources: tuple[str, ...] = ()  # the served views that were consulted
     lineage: Lineage | None = None
     expected_uris: dict[str, str] = field(default_factory=dict)  # version -> storageUri
+    rollout: dict | None = None  # bridge.rollout.State.view() of the model's rollout
 
 
 @dataclass(frozen=True)
@@ -590,6 +593,7 @@ def collect(
                 sources=source_names,
                 lineage=lineage,
                 expected_uris=expected,
+                rollout=view_from_tags(settings, m.tags, time.time()) if m is not None else None,
             )
         )
     return facts
@@ -679,6 +683,7 @@ def model_row(f: ModelFacts) -> dict:
         "sources": list(f.sources),
         "run_id": lineage.run_id,
         "lineage": lineage.as_dict(),
+        "rollout": f.rollout,
     }
 
 

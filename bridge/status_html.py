@@ -55,6 +55,11 @@ def _registry_cell(row: dict) -> str:
         parts.append(f"{_e(row['canary_alias'])}: v{_e(row['canary_version'])}")
     if not row.get("registered", True):
         parts.append("not registered")
+    if row.get("rollout"):
+        from bridge.rollout import describe
+
+        r = row["rollout"]
+        parts.append(f'<span class="rollout">rollout v{_e(r["version"])}: {_e(describe(r))}</span>')
     return "<br>".join(parts) or "&ndash;"
 
 

@@ -91,6 +91,10 @@ def format_table(report: list[dict], colour: bool = False) -> str:
             lines.append(f"    - {reason}")
         if row.get("canary_state"):
             lines.append(f"    canary: {row['canary_state']}")
+        if row.get("rollout"):
+            from bridge.rollout import describe
+
+            lines.append(f"    rollout v{row['rollout']['version']}: {describe(row['rollout'])}")
     counts: dict[str, int] = {}
     for row in report:
         counts[row["state"]] = counts.get(row["state"], 0) + 1
