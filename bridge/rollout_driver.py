@@ -58,11 +58,19 @@ class KubeRevisions:
         """(the two revisions, or None until KServe split them; the served canary percent)."""
         from bridge.kube import INFERENCE_SERVICE, KubeClient
         from bridge.overrides import parse_runtimes, resolve
+        from bridge.serving import STANDARD_MODE
         from bridge.sync import serving_defaults
 
         spec = resolve(
             model, tags, serving_defaults(self.settings), parse_runtimes(self.settings.runtimes)
         )
+        if spec.deployment_mode == STANDARD_MODE:
+            # Standard mode weights spec.canary in the Gateway API HTTPRoute and has no
+            # Knative revisions or queue-proxy series for the guards to read.
+            raise UsageError(
+                f"model {model!r} is served in Standard mode: a rollout steps Knative traffic",
+                hint="use the Knative mode (tag bridge.deployment-mode=Knative) or promote by hand",
+            )
         if self._kube is None:
             self._kube = KubeClient.from_settings(self.settings)
         name = k8s_name(model)

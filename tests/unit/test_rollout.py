@@ -199,3 +199,18 @@ def test_status_table_and_page_show_the_rollout():
     line = "rollout v2: running step 2/3 50%, next check in 40s [error-ratio=0.002]"
     assert line in format_table([row])
     assert line in render_html([row])
+
+
+def test_standard_mode_is_refused_with_a_clear_error_before_the_cluster_is_asked():
+    """Standard mode routes spec.canary through the Gateway API HTTPRoute: no Knative
+    revisions and no queue-proxy series exist for the guards (kserve aaac4e29,
+    pkg/controller/v1beta1/inferenceservice/reconcilers/ingress/httproute_reconciler.go)."""
+    from bridge.rollout_driver import KubeRevisions
+    from bridge.settings import load_settings
+
+    settings = load_settings(env={"BRIDGE_DEPLOYMENT_MODE": "RawDeployment"})
+    with pytest.raises(UsageError, match="Standard mode"):
+        KubeRevisions(settings)("churn", {})
+    knative = load_settings(env={})
+    with pytest.raises(UsageError, match="Standard mode"):
+        KubeRevisions(knative)("churn", {"bridge.deployment-mode": "Standard"})
