@@ -63,6 +63,7 @@ class VersionFacts:
     version: str
     run_id: str | None = None
     status: str = "READY"
+    problem: str | None = None  # why sync cannot publish it (unreadable, source refused)
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,9 @@ def classify(f: ModelFacts) -> Verdict:
         return Verdict(PENDING, (f"alias {f.alias!r} is not set",))
 
     want = f.approved.version
+    for facts in (f.approved, f.canary):
+        if facts is not None and facts.problem and facts.problem not in broken:
+            broken.append(facts.problem)
     store_problem(want, "")
     s = f.store.get(want)
     if f.approved.status != "READY":
@@ -487,7 +491,12 @@ def collect(
         for a in (alias, canary_alias):
             if m is not None and a in m.aliases:
                 wanted_versions.add((name, m.aliases[a]))
-    versions = registry.model_versions(sorted(wanted_versions), workers=workers)
+    reads = registry.model_versions(sorted(wanted_versions), workers=workers)
+    versions = reads.found
+    unreadable = {
+        pair: f"version {pair[1]} cannot be read from the registry: {exc.one_line()}"
+        for pair, exc in reads.failed.items()
+    }
     run_ids = sorted({v.run_id for v in versions.values() if v.run_id})
     runs = registry.runs(run_ids, workers=workers)
 
@@ -502,6 +511,19 @@ def collect(
             if ref.version:
                 to_inspect.add((kname, ref.version))
     inspected = inspect_versions(store, to_inspect, verify=verify, workers=workers)
+    # A version sync would refuse to copy stays unpublished for ever: broken, not pending.
+    unpublished = [
+        versions[pair]
+        for pair in sorted(wanted_versions)
+        if pair in versions
+        and not inspected.get((k8s_name(pair[0]), pair[1]), StoreFacts("", "", False)).published
+    ]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for info, refusal in zip(
+            unpublished, pool.map(registry.source_refusal, unpublished), strict=True
+        ):
+            if refusal is not None:
+                unreadable[(info.name, info.version)] = refusal
 
     source_names = tuple(s.name for s in sources)
     facts = []
@@ -511,11 +533,11 @@ def collect(
         aliases = m.aliases if m is not None else {}
         approved = canary = None
         if alias in aliases:
-            approved = _version_facts(versions.get((name, aliases[alias])), aliases[alias])
+            key = (name, aliases[alias])
+            approved = _version_facts(versions.get(key), key[1], unreadable.get(key))
         if canary_alias in aliases:
-            canary = _version_facts(
-                versions.get((name, aliases[canary_alias])), aliases[canary_alias]
-            )
+            key = (name, aliases[canary_alias])
+            canary = _version_facts(versions.get(key), key[1], unreadable.get(key))
         store_facts = {v: sf for (k, v), sf in inspected.items() if k == kname}
         expected = {v: f"{store.uri(store.prefix)}{kname}/{v}/" for v in store_facts}
         lineage = None
@@ -542,7 +564,10 @@ def collect(
     return facts
 
 
-def _version_facts(info, version: str) -> VersionFacts:
+def _version_facts(info, version: str, problem: str | None = None) -> VersionFacts:
+    if problem is not None:
+        run_id, status = (info.run_id, info.status) if info is not None else (None, "UNREADABLE")
+        return VersionFacts(version, run_id, status, problem)
     if info is None:  # deleted between the model search and the version read
         return VersionFacts(version, None, "MISSING")
     return VersionFacts(info.version, info.run_id, info.status)

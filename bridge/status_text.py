@@ -54,7 +54,7 @@ def table_rows(report: list[dict]) -> tuple[list[str], list[list[str]]]:
             kfp = f"{_short(kfp)} ({lineage['kfp_pipeline_name']})"
         rows.append(
             [
-                row["name"],
+                row["name"] if row["name"].isprintable() else repr(row["name"]),
                 row["state"],
                 " ".join(reg) or "-",
                 store,

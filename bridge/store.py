@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from bridge.errors import BridgeError, PermanentError, TemporaryError
+from bridge.errors import BridgeError, PermanentError, TemporaryError, UsageError
 from bridge.log import redact
 from bridge.settings import Settings
 
@@ -70,9 +70,18 @@ class HashingReader:
         return self.sha256.hexdigest()
 
 
-def s3_client(endpoint_url: str | None, region: str, max_attempts: int, pool: int = 10):
+def s3_client(
+    endpoint_url: str | None,
+    region: str,
+    max_attempts: int,
+    pool: int = 10,
+    profile: str | None = None,
+    profile_setting: str = "BRIDGE_TARGET_PROFILE",
+):
+    """An S3 client; ``profile`` picks a named AWS profile (its keys win over AWS_* keys)."""
     import boto3
     from botocore.config import Config
+    from botocore.exceptions import ProfileNotFound
 
     config = Config(
         region_name=region,
@@ -82,7 +91,14 @@ def s3_client(endpoint_url: str | None, region: str, max_attempts: int, pool: in
         max_pool_connections=max(10, pool),
         s3={"addressing_style": "path"} if endpoint_url else {},
     )
-    return boto3.session.Session().client("s3", endpoint_url=endpoint_url or None, config=config)
+    try:
+        session = boto3.session.Session(profile_name=profile or None)
+    except ProfileNotFound:
+        raise UsageError(
+            f"AWS profile {profile!r} is not in the AWS config or credentials files",
+            hint=f"fix {profile_setting}, AWS_CONFIG_FILE or AWS_SHARED_CREDENTIALS_FILE",
+        ) from None
+    return session.client("s3", endpoint_url=endpoint_url or None, config=config)
 
 
 @contextlib.contextmanager
@@ -117,11 +133,15 @@ class SourceBucket:
         region: str,
         max_attempts: int,
         pool: int = 10,
+        profile: str | None = None,
     ):
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.endpoint_url = endpoint_url
-        self.client = s3_client(endpoint_url, region, max_attempts, pool)
+        self.profile = profile or None  # the identity it reads with (None: default chain)
+        self.client = s3_client(
+            endpoint_url, region, max_attempts, pool, self.profile, "BRIDGE_SOURCE_PROFILE"
+        )
 
     def uri(self, key: str = "") -> str:
         return f"s3://{self.bucket}/{key or self.prefix}"
@@ -161,11 +181,13 @@ class Store:
         self.bucket = settings.target_bucket
         self.prefix = settings.target_prefix
         self.endpoint_url = settings.target_endpoint_url
+        self.profile = settings.target_profile or None  # the identity it writes with
         self._client = s3_client(
             settings.target_endpoint_url,
             settings.target_region,
             settings.s3_max_attempts,
             pool=4 * settings.transfer_concurrency,
+            profile=self.profile,
         )
 
     @property

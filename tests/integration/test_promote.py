@@ -85,7 +85,7 @@ def publish(scope, model, version):
     registry = Registry(settings)
     info = registry.model_version(model, version)
     return Publisher(Store(settings)).publish(
-        info, registry.artifact_source(info.download_uri), k8s_name(model)
+        info, registry.artifact_source(info), k8s_name(model)
     )
 
 
