@@ -511,6 +511,9 @@ def collect(
             if ref.version:
                 to_inspect.add((kname, ref.version))
     inspected = inspect_versions(store, to_inspect, verify=verify, workers=workers)
+    # A model whose bridge.* tags sync refuses is never served: broken, not pending.
+    for pair, problem in _tag_problems(settings, [by_name[n] for n in managed if n in by_name]):
+        unreadable.setdefault(pair, problem)
     # A version sync would refuse to copy stays unpublished for ever: broken, not pending.
     unpublished = [
         versions[pair]
@@ -562,6 +565,24 @@ def collect(
             )
         )
     return facts
+
+
+def _tag_problems(settings: Settings, models: list) -> list[tuple[tuple[str, str], str]]:
+    """((model, approved version), why) for each model whose serving tags are refused."""
+    from bridge.errors import BridgeError
+    from bridge.overrides import parse_runtimes, resolve
+    from bridge.sync import serving_defaults
+
+    defaults, runtimes = serving_defaults(settings), parse_runtimes(settings.runtimes)
+    found = []
+    for m in models:
+        if settings.alias not in m.aliases:
+            continue
+        try:
+            resolve(m.name, m.tags, defaults, runtimes)
+        except BridgeError as exc:
+            found.append(((m.name, m.aliases[settings.alias]), exc.one_line()))
+    return found
 
 
 def _version_facts(info, version: str, problem: str | None = None) -> VersionFacts:
