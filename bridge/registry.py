@@ -183,7 +183,7 @@ class Registry:
         from bridge.sources import UnsafeLocation, first_root_over, served_by_tracking_server
 
         uri = info.download_uri
-        what = f"model {info.name!r} version {info.version}: source {uri}"
+        what = f"model {info.name!r} version {info.version}: source {redact(uri)}"
         fix = "if models are meant to come from there, add it to BRIDGE_ALLOWED_SOURCE_PREFIXES"
         try:
             if uri.startswith("runs:"):
@@ -200,7 +200,11 @@ class Registry:
                 return
         except UnsafeLocation as exc:
             raise CheckFailed(f"{what} is refused: {exc}", hint=fix) from None
-        where = f" (its experiment keeps artifacts at {experiment_root})" if experiment_root else ""
+        where = (
+            f" (its experiment keeps artifacts at {redact(experiment_root)})"
+            if experiment_root
+            else ""
+        )
         raise CheckFailed(f"{what} is outside MLflow's artifact roots{where}; not copied", hint=fix)
 
     def source_refusal(self, info: ModelVersionInfo) -> str | None:
