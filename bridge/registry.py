@@ -43,6 +43,7 @@ class ModelVersionInfo:
     status: str
     download_uri: str
     tags: dict[str, str] = field(default_factory=dict)
+    model_id: str | None = None  # MLflow 3: the logged model the version was made from
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ class Registry:
                 roots.append(self.settings.source_artifacts_uri)
             if first_root_over(uri, roots):
                 return
-            experiment_root = self._experiment_root(info.run_id)
+            experiment_root = self._experiment_root(info)
             if experiment_root and first_root_over(uri, [experiment_root]):
                 return
         except UnsafeLocation as exc:
@@ -232,13 +233,17 @@ class Registry:
             artifact_uri = self.client.get_run(run_id).info.artifact_uri
         return artifact_uri.rstrip("/") + ("/" + path if path else "")
 
-    def _experiment_root(self, run_id: str | None) -> str | None:
-        """The artifact location of the experiment a run belongs to (None without a run)."""
-        if not run_id:
-            return None
+    def _experiment_root(self, info: ModelVersionInfo) -> str | None:
+        """The artifact location of the experiment the version comes from: that of its
+        run, else (MLflow 3) that of its logged model; None when it names neither."""
         try:
-            with self._errors(f"run {run_id}"):
-                experiment_id = self.client.get_run(run_id).info.experiment_id
+            with self._errors(f"the experiment of model {info.name!r} version {info.version}"):
+                if info.run_id:
+                    experiment_id = self.client.get_run(info.run_id).info.experiment_id
+                elif info.model_id and hasattr(self.client, "get_logged_model"):
+                    experiment_id = self.client.get_logged_model(info.model_id).experiment_id
+                else:
+                    return None
                 return self.client.get_experiment(experiment_id).artifact_location
         except NotFound:
             return None
@@ -371,6 +376,7 @@ def _version_info(mv, download_uri: str) -> ModelVersionInfo:
         status=str(mv.status),
         download_uri=download_uri,
         tags=dict(mv.tags or {}),
+        model_id=getattr(mv, "model_id", None) or None,
     )
 
 
