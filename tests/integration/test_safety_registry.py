@@ -307,3 +307,36 @@ def test_separate_source_and_target_profiles_are_used_and_stream(scope, register
     res = scope.run("sync", "--once", "--model", model, env=fresh)
     assert res.returncode == 2, res.stderr
     assert "'nope'" in res.stderr and "BRIDGE_SOURCE_PROFILE" in res.stderr
+
+
+def test_a_source_under_its_runs_experiment_artifact_location_is_copied(
+    scope, register, client, s3, other_bucket
+):
+    """An MLflow server without --serve-artifacts hands out s3:// locations under each
+    experiment's artifact_location: a version under the location of its run's experiment
+    is copied with no setting; the same run cannot vouch for a location outside it."""
+    legit = unique("legit-src")
+    [v] = register(legit, 1)
+    experiment = client.create_experiment(
+        unique("s3-rooted"), artifact_location=f"s3://{other_bucket}/experiments/1"
+    )
+    run = client.create_run(experiment)
+    client.set_terminated(run.info.run_id)
+    inside = f"experiments/1/{run.info.run_id}/artifacts/model"
+    copy_model_files(s3, client, legit, v, other_bucket, inside)
+    copy_model_files(s3, client, legit, v, other_bucket, "experiments/10/model")
+
+    ok, outside = unique("exp-root"), unique("exp-sibling")
+    for name, prefix in ((ok, inside), (outside, "experiments/10/model")):
+        client.create_registered_model(name)
+        made = client.create_model_version(
+            name, f"s3://{other_bucket}/{prefix}", run_id=run.info.run_id
+        )
+        client.set_registered_model_alias(name, scope.alias, made.version)
+
+    res = scope.run("sync", "--once", "--output", "json")
+    results = by_name(json.loads(res.stdout))
+    assert results[ok]["state"] == "synced", res.stderr
+    assert results[outside]["state"] == "failed"
+    assert f"s3://{other_bucket}/experiments/1" in results[outside]["error"]  # names the root
+    assert res.returncode == 1
