@@ -400,7 +400,9 @@ class Daemon:
             return False
         self.metrics.observe_report(report, trigger, time.monotonic() - started, full=full)
         for r in report.results:
-            if r.state in ("synced", "removed"):
+            if r.error is not None:  # the other models of the pass went on
+                log.warning("%r: failed: %s", r.name, r.error.one_line())
+            elif r.state in ("synced", "removed"):
                 log.info("%s: %s (version %s)", r.name, r.state, r.version)
         return not any(isinstance(e, TemporaryError) for e in report.errors)
 

@@ -46,6 +46,7 @@ class ModelVersionInfo:
     status: str
     download_uri: str
     tags: dict[str, str] = field(default_factory=dict)
+    model_id: str | None = None  # MLflow 3: the logged model the version was made from
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,22 @@ class RunInfo:
 
 class NotFound(UsageError):
     """A model, version or alias that the registry does not have."""
+
+
+class _FilterRefused(PermanentError):
+    """The server would not run a batched search (its filter, or an older server)."""
+
+
+@dataclass
+class VersionReads:
+    """A batched read: the versions found, and the pairs that could not be read (and why)."""
+
+    found: dict[tuple[str, str], ModelVersionInfo] = field(default_factory=dict)
+    failed: dict[tuple[str, str], BridgeError] = field(default_factory=dict)
+
+    def add(self, other: VersionReads) -> None:
+        self.found.update(other.found)
+        self.failed.update(other.failed)
 
 
 def configure_mlflow_client(settings: Settings) -> None:
@@ -199,54 +216,152 @@ class Registry:
             download_uri = self.client.get_model_version_download_uri(name, version)
         return _version_info(mv, download_uri)
 
-    def artifact_source(self, download_uri: str) -> ArtifactSource:
-        return ArtifactSource(download_uri, self.tracking_uri, self.settings)
+    def artifact_source(self, info: ModelVersionInfo) -> ArtifactSource:
+        """The version's artifacts, once its download location is one bridge may read.
 
-    # -- batched reads (bridge status) ---------------------------------------
+        Raises CheckFailed naming the source and the setting to change otherwise."""
+        self.check_source(info)
+        return ArtifactSource(info.download_uri, self.tracking_uri, self.settings)
+
+    def check_source(self, info: ModelVersionInfo) -> None:
+        """Refuse a version whose artifacts lie outside MLflow's artifact roots (see
+        bridge.sources): the tracking server's own store, the experiment of the run
+        that produced it, BRIDGE_SOURCE_ARTIFACTS_URI or BRIDGE_ALLOWED_SOURCE_PREFIXES."""
+        from bridge.sources import UnsafeLocation, first_root_over, served_by_tracking_server
+
+        uri = info.download_uri
+        what = f"model {info.name!r} version {info.version}: source {redact(uri)}"
+        fix = "if models are meant to come from there, add it to BRIDGE_ALLOWED_SOURCE_PREFIXES"
+        try:
+            if uri.startswith("runs:"):
+                uri = self._run_location(uri, what)
+            if served_by_tracking_server(uri, self.tracking_uri):
+                return
+            roots = list(self.settings.allowed_source_prefixes)
+            if self.settings.source_artifacts_uri:
+                roots.append(self.settings.source_artifacts_uri)
+            if first_root_over(uri, roots):
+                return
+            experiment_root = self._experiment_root(info)
+            if experiment_root and first_root_over(uri, [experiment_root]):
+                return
+        except UnsafeLocation as exc:
+            raise CheckFailed(f"{what} is refused: {exc}", hint=fix) from None
+        where = (
+            f" (its experiment keeps artifacts at {redact(experiment_root)})"
+            if experiment_root
+            else ""
+        )
+        raise CheckFailed(f"{what} is outside MLflow's artifact roots{where}; not copied", hint=fix)
+
+    def source_refusal(self, info: ModelVersionInfo) -> str | None:
+        """Why sync would refuse to copy this version (one line), or None.
+
+        Other failures (an outage, a version deleted meanwhile) are sync's to report."""
+        try:
+            if not info.download_uri:
+                info = self.model_version(info.name, info.version)
+            self.check_source(info)
+        except CheckFailed as exc:
+            return exc.one_line()
+        except (NotFound, TemporaryError):
+            return None
+        return None
+
+    def _run_location(self, uri: str, what: str) -> str:
+        """Where a ``runs:/<run id>/<path>`` URI points: under that run's artifact URI."""
+        from bridge.sources import UnsafeLocation
+
+        run_id, _, path = uri[len("runs:") :].lstrip("/").partition("/")
+        if not run_id:
+            raise UnsafeLocation("it names no run")
+        with self._errors(what):
+            artifact_uri = self.client.get_run(run_id).info.artifact_uri
+        return artifact_uri.rstrip("/") + ("/" + path if path else "")
+
+    def _experiment_root(self, info: ModelVersionInfo) -> str | None:
+        """The artifact location of the experiment the version comes from: that of its
+        run, else (MLflow 3) that of its logged model; None when it names neither."""
+        try:
+            with self._errors(f"the experiment of model {info.name!r} version {info.version}"):
+                if info.run_id:
+                    experiment_id = self.client.get_run(info.run_id).info.experiment_id
+                elif info.model_id and hasattr(self.client, "get_logged_model"):
+                    experiment_id = self.client.get_logged_model(info.model_id).experiment_id
+                else:
+                    return None
+                return self.client.get_experiment(experiment_id).artifact_location
+        except NotFound:
+            return None
+
+    # -- batched reads (bridge status, sync prefetch) ---------------------------
 
     def model_versions(
         self, wanted: list[tuple[str, str]], *, batch: int = 100, workers: int = 4
-    ) -> dict[tuple[str, str], ModelVersionInfo]:
+    ) -> VersionReads:
         """Many (model, version) pairs at once: ``name IN (...)`` searches, run in parallel.
 
-        ``download_uri`` is left empty (it costs one request per version).
-        Pairs the registry does not have are missing from the result.
+        ``download_uri`` is left empty (it costs one request per version). Pairs the
+        registry does not have are in neither ``found`` nor ``failed``. When the server
+        refuses a batch's filter, that batch is read one version at a time, and a
+        version that cannot be read is a ``failed`` entry: one model never stops the rest.
         """
-        names = sorted({n for n, _ in wanted if _quote(n) is not None})
         want = set(wanted)
+        names = sorted({n for n, _ in want})
         chunks = [names[i : i + batch] for i in range(0, len(names), batch)]
-        # A name holding both quote characters cannot be written in a filter.
-        singles = [(n, v) for n, v in sorted(want) if _quote(n) is None]
 
-        def search(chunk: list[str]) -> list[ModelVersionInfo]:
-            found = []
-            token = None
-            filt = "name IN (" + ", ".join(_quote(n) for n in chunk) + ")"
-            with self._errors("searching model versions"):
-                while True:
+        def search(chunk: list[str]) -> VersionReads:
+            try:
+                return VersionReads(found=self._search_versions(chunk, want))
+            except _FilterRefused as exc:
+                log.warning(
+                    "the registry refused a batched search (%s); reading %d model(s) one by one",
+                    exc.one_line(),
+                    len(chunk),
+                )
+                in_chunk = set(chunk)
+                return self._get_versions(sorted(p for p in want if p[0] in in_chunk), workers)
+
+        reads = VersionReads()
+        for part in _parallel(search, chunks, workers):
+            reads.add(part)
+        return reads
+
+    def _search_versions(
+        self, chunk: list[str], want: set[tuple[str, str]]
+    ) -> dict[tuple[str, str], ModelVersionInfo]:
+        found = {}
+        token = None
+        filt = "name IN (" + ", ".join(_filter_literal(n) for n in chunk) + ")"
+        with self._errors("searching model versions"):
+            while True:
+                with _refusable():
                     page = self.client.search_model_versions(
                         filter_string=filt, max_results=10000, page_token=token
                     )
-                    for mv in page:
-                        if (mv.name, str(mv.version)) in want:
-                            found.append(_version_info(mv, ""))
-                    token = page.token
-                    if not token:
-                        break
-            return found
+                for mv in page:
+                    if (mv.name, str(mv.version)) in want:
+                        found[(mv.name, str(mv.version))] = _version_info(mv, "")
+                token = page.token
+                if not token:
+                    break
+        return found
 
-        def get_one(pair: tuple[str, str]) -> list[ModelVersionInfo]:
+    def _get_versions(self, pairs: list[tuple[str, str]], workers: int) -> VersionReads:
+        def get_one(pair: tuple[str, str]) -> VersionReads:
             try:
                 with self._errors(f"model {pair[0]!r} version {pair[1]}"):
-                    return [_version_info(self.client.get_model_version(*pair), "")]
+                    mv = self.client.get_model_version(*pair)
             except NotFound:
-                return []
+                return VersionReads()
+            except (PermanentError, CheckFailed) as exc:  # outages still stop the pass
+                return VersionReads(failed={pair: exc})
+            return VersionReads(found={pair: _version_info(mv, "")})
 
-        result: dict[tuple[str, str], ModelVersionInfo] = {}
-        for infos in _parallel(search, chunks, workers) + _parallel(get_one, singles, workers):
-            for info in infos:
-                result[(info.name, info.version)] = info
-        return result
+        reads = VersionReads()
+        for part in _parallel(get_one, pairs, workers):
+            reads.add(part)
+        return reads
 
     def runs(self, run_ids: list[str], *, batch: int = 100, workers: int = 4) -> dict[str, RunInfo]:
         """Many runs at once: ``run_id IN (...)`` searches over every experiment, in parallel."""
@@ -271,31 +386,28 @@ class Registry:
 
         def search(job) -> list[RunInfo]:
             exp_ids, chunk = job
-            filt = "attributes.run_id IN (" + ", ".join(_quote(r) for r in chunk) + ")"
+            filt = "attributes.run_id IN (" + ", ".join(_filter_literal(r) for r in chunk) + ")"
             found = []
             token = None
-            with self._errors("searching runs"):
-                while True:
-                    page = self.client.search_runs(
-                        exp_ids,
-                        filter_string=filt,
-                        run_view_type=ViewType.ALL,
-                        max_results=len(chunk),
-                        page_token=token,
-                    )
-                    found.extend(
-                        RunInfo(
-                            run_id=r.info.run_id,
-                            experiment_id=str(r.info.experiment_id),
-                            run_name=r.info.run_name,
-                            status=str(r.info.status),
-                            tags=dict(r.data.tags or {}),
-                        )
-                        for r in page
-                    )
-                    token = page.token
-                    if not token:
-                        break
+            try:
+                with self._errors("searching runs"):
+                    while True:
+                        with _refusable():
+                            page = self.client.search_runs(
+                                exp_ids,
+                                filter_string=filt,
+                                run_view_type=ViewType.ALL,
+                                max_results=len(chunk),
+                                page_token=token,
+                            )
+                        found.extend(_run_info(r) for r in page)
+                        token = page.token
+                        if not token:
+                            break
+            except _FilterRefused as exc:
+                # Lineage is extra information: runs that cannot be searched are left out.
+                log.warning("the registry refused a run search (%s)", exc.one_line())
+                return []
             return found
 
         return {r.run_id: r for rs in _parallel(search, jobs, workers) for r in rs}
@@ -310,16 +422,58 @@ def _version_info(mv, download_uri: str) -> ModelVersionInfo:
         status=str(mv.status),
         download_uri=download_uri,
         tags=dict(mv.tags or {}),
+        model_id=getattr(mv, "model_id", None) or None,
     )
 
 
-def _quote(value: str) -> str | None:
-    """A string literal for MLflow's search filter grammar (it has no escapes), or None."""
-    if "'" not in value:
-        return f"'{value}'"
-    if '"' not in value:
-        return f'"{value}"'
-    return None
+def _run_info(r) -> RunInfo:
+    return RunInfo(
+        run_id=r.info.run_id,
+        experiment_id=str(r.info.experiment_id),
+        run_name=r.info.run_name,
+        status=str(r.info.status),
+        tags=dict(r.data.tags or {}),
+    )
+
+
+def _filter_literal(value: str) -> str:
+    """A string literal that MLflow's search filter reads back as exactly ``value``.
+
+    MLflow tokenizes a filter with sqlparse (a string is ``'(''|\\'|[^'])*'``) and
+    reads an ``IN (...)`` list with ``ast.literal_eval`` (mlflow/utils/search_utils.py,
+    ``_parse_list_from_sql_token``). A single-quoted literal holding no quote or
+    backslash of its own, every other character outside printable ASCII written as
+    a Python escape, survives both: newlines, quotes, backslashes and any unicode.
+    ``IN`` compares exactly (SQL ``IN`` with bound values), so ``%`` and ``_`` are
+    not wildcards there.
+    """
+    out = []
+    for ch in value:
+        code = ord(ch)
+        if 0x20 <= code < 0x7F and ch not in "'\"\\":
+            out.append(ch)
+        elif code < 0x100:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return "'" + "".join(out) + "'"
+
+
+@contextlib.contextmanager
+def _refusable() -> Iterator[None]:
+    """Around a search: a filter the server will not run raises _FilterRefused."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        status = exc.get_http_status_code() if hasattr(exc, "get_http_status_code") else 0
+        if getattr(exc, "error_code", "") == "INVALID_PARAMETER_VALUE" or status in (413, 414):
+            text = str(exc).splitlines()[0] if str(exc) else exc.error_code
+            raise _FilterRefused(redact(text)) from None
+        raise
 
 
 def _parallel(fn, items: list, workers: int) -> list:
@@ -525,6 +679,7 @@ def direct_location(uri: str, settings: Settings):
         settings.source_region,
         settings.s3_max_attempts,
         pool=4 * settings.transfer_concurrency,
+        profile=settings.source_profile,
     )
 
 
@@ -651,7 +806,7 @@ class PromotionRegistry(Registry):
         return {k: float(v) for k, v in run.data.metrics.items()}
 
     def mlmodel(self, info: ModelVersionInfo) -> bytes:
-        return self.artifact_source(info.download_uri).read_bytes("MLmodel")
+        return self.artifact_source(info).read_bytes("MLmodel")
 
     def validate_serving_example(self, info: ModelVersionInfo, mlmodel: bytes) -> str:
         """Parse and check the saved serving input example as MLflow's scoring server would.
@@ -668,7 +823,7 @@ class PromotionRegistry(Registry):
         path = example_info.get("serving_input_path")
         if not path:
             raise UsageError(f"model {info.name!r} version {info.version} has no input example")
-        source = self.artifact_source(info.download_uri)
+        source = self.artifact_source(info)
         serving_input = source.read_bytes(path).decode("utf-8")
         try:
             from mlflow.models import Model

@@ -27,6 +27,11 @@ def build_reconciler(settings: Settings):
     return Reconciler(settings, Registry(settings), Store(settings))
 
 
+def shown_name(name: str) -> str:
+    """A model name for a one-line report: quoted and escaped when it holds odd characters."""
+    return name if name.isprintable() else repr(name)
+
+
 def print_report(report, output: str) -> None:
     """The report on stdout; each failure also as one `error:` line on stderr."""
     from bridge.log import redact
@@ -39,15 +44,16 @@ def print_report(report, output: str) -> None:
     if not report.results:
         click.echo("no approved models found")
     for r in report.results:
+        name = shown_name(r.name)
         if r.error:
-            click.echo(f"{r.name}: failed ({r.error.kind})")
+            click.echo(f"{name}: failed ({r.error.kind}): {redact(r.error.one_line())}")
         elif r.state == "removed":
-            click.echo(f"{r.name}: removed (alias no longer set)")
+            click.echo(f"{name}: removed (alias no longer set)")
         elif r.state == "held":
-            click.echo(f"{r.name}: kept (its removal was refused, see the error above)")
+            click.echo(f"{name}: kept (its removal was refused, see the error above)")
         else:
             click.echo(
-                f"{r.name}: version {r.version} {r.state} -> {r.storage_uri} ({r.bytes_copied} bytes copied)"
+                f"{name}: version {r.version} {r.state} -> {r.storage_uri} ({r.bytes_copied} bytes copied)"
             )
     if report.output is not None:
         o = report.output

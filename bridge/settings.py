@@ -108,6 +108,12 @@ def _parse_concurrency(value: str) -> int:
     return i
 
 
+def _parse_source_prefixes(value: str) -> tuple[str, ...]:
+    from bridge.sources import parse_prefixes
+
+    return parse_prefixes(value)
+
+
 @dataclass(frozen=True)
 class Settings:
     tracking_uri: str | None = _setting(
@@ -130,6 +136,12 @@ class Settings:
         "us-east-1",
         ("BRIDGE_TARGET_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
         "Region of the target store.",
+    )
+    target_profile: str | None = _setting(
+        None,
+        ("BRIDGE_TARGET_PROFILE",),
+        "AWS named profile (standard AWS config/credentials files) for the target store; "
+        "empty: the default credential chain.",
     )
     alias: str = _setting("champion", ("BRIDGE_ALIAS",), "Registry alias that approves a version.")
     canary_alias: str = _setting(
@@ -479,6 +491,19 @@ class Settings:
         ("BRIDGE_SOURCE_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
         "Region of MLflow's artifact store.",
     )
+    source_profile: str | None = _setting(
+        None,
+        ("BRIDGE_SOURCE_PROFILE",),
+        "AWS named profile for reading MLflow's artifact store; when it differs from the "
+        "target's, files are streamed (no server-side copy needs one identity for both).",
+    )
+    allowed_source_prefixes: tuple[str, ...] = _setting(
+        (),
+        ("BRIDGE_ALLOWED_SOURCE_PREFIXES",),
+        "Comma-separated URIs (e.g. s3://models-archive/) that versions may also be copied "
+        "from, besides MLflow's own artifact roots; anything else is refused.",
+        _parse_source_prefixes,
+    )
     transfer_part_size: int = _setting(
         8 * 1024 * 1024,
         ("BRIDGE_TRANSFER_PART_SIZE",),
@@ -538,7 +563,7 @@ class Settings:
                 {
                     "name": f.name,
                     "env": ", ".join(f.metadata["env"]),
-                    "default": "" if f.default is None else str(f.default),
+                    "default": "" if f.default in (None, ()) else str(f.default),
                     "help": f.metadata["help"],
                 }
             )
@@ -612,7 +637,14 @@ def _read_config(path: Path) -> dict[str, Any]:
             f"config file {path} has unknown setting(s): {', '.join(unknown)}",
             hint=f"known settings: {', '.join(sorted(known))}",
         )
-    return {k: (str(v) if isinstance(v, (int, float, bool)) else v) for k, v in data.items()}
+    return {k: _config_value(v) for k, v in data.items()}
+
+
+def _config_value(value: Any) -> Any:
+    """TOML values as the environment would spell them (lists comma-separated)."""
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value) if isinstance(value, (int, float, bool)) else value
 
 
 def _validate(s: Settings) -> None:

@@ -77,6 +77,7 @@ class VersionFacts:
     version: str
     run_id: str | None = None
     status: str = "READY"
+    problem: str | None = None  # why sync cannot publish it (unreadable, source refused)
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,9 @@ def classify(f: ModelFacts) -> Verdict:
         return Verdict(PENDING, (f"alias {f.alias!r} is not set",))
 
     want = f.approved.version
+    for facts in (f.approved, f.canary):
+        if facts is not None and facts.problem and facts.problem not in broken:
+            broken.append(facts.problem)
     store_problem(want, "")
     s = f.store.get(want)
     if f.approved.status != "READY":
@@ -543,7 +547,12 @@ def collect(
         for a in (alias, canary_alias):
             if m is not None and a in m.aliases:
                 wanted_versions.add((name, m.aliases[a]))
-    versions = registry.model_versions(sorted(wanted_versions), workers=workers)
+    reads = registry.model_versions(sorted(wanted_versions), workers=workers)
+    versions = reads.found
+    unreadable = {
+        pair: f"version {pair[1]} cannot be read from the registry: {exc.one_line()}"
+        for pair, exc in reads.failed.items()
+    }
     run_ids = sorted({v.run_id for v in versions.values() if v.run_id})
     runs = registry.runs(run_ids, workers=workers)
 
@@ -558,6 +567,22 @@ def collect(
             if ref.version:
                 to_inspect.add((kname, ref.version))
     inspected = inspect_versions(store, to_inspect, verify=verify, workers=workers)
+    # A model whose bridge.* tags sync refuses is never served: broken, not pending.
+    for pair, problem in _tag_problems(settings, [by_name[n] for n in managed if n in by_name]):
+        unreadable.setdefault(pair, problem)
+    # A version sync would refuse to copy stays unpublished for ever: broken, not pending.
+    unpublished = [
+        versions[pair]
+        for pair in sorted(wanted_versions)
+        if pair in versions
+        and not inspected.get((k8s_name(pair[0]), pair[1]), StoreFacts("", "", False)).published
+    ]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for info, refusal in zip(
+            unpublished, pool.map(registry.source_refusal, unpublished), strict=True
+        ):
+            if refusal is not None:
+                unreadable[(info.name, info.version)] = refusal
 
     source_names = tuple(s.name for s in sources)
     facts = []
@@ -567,11 +592,11 @@ def collect(
         aliases = m.aliases if m is not None else {}
         approved = canary = None
         if alias in aliases:
-            approved = _version_facts(versions.get((name, aliases[alias])), aliases[alias])
+            key = (name, aliases[alias])
+            approved = _version_facts(versions.get(key), key[1], unreadable.get(key))
         if canary_alias in aliases:
-            canary = _version_facts(
-                versions.get((name, aliases[canary_alias])), aliases[canary_alias]
-            )
+            key = (name, aliases[canary_alias])
+            canary = _version_facts(versions.get(key), key[1], unreadable.get(key))
         store_facts = {v: sf for (k, v), sf in inspected.items() if k == kname}
         expected = {v: f"{store.uri(store.prefix)}{kname}/{v}/" for v in store_facts}
         lineage = None
@@ -599,7 +624,28 @@ def collect(
     return facts
 
 
-def _version_facts(info, version: str) -> VersionFacts:
+def _tag_problems(settings: Settings, models: list) -> list[tuple[tuple[str, str], str]]:
+    """((model, approved version), why) for each model whose serving tags are refused."""
+    from bridge.errors import BridgeError
+    from bridge.overrides import parse_runtimes, resolve
+    from bridge.sync import serving_defaults
+
+    defaults, runtimes = serving_defaults(settings), parse_runtimes(settings.runtimes)
+    found = []
+    for m in models:
+        if settings.alias not in m.aliases:
+            continue
+        try:
+            resolve(m.name, m.tags, defaults, runtimes)
+        except BridgeError as exc:
+            found.append(((m.name, m.aliases[settings.alias]), exc.one_line()))
+    return found
+
+
+def _version_facts(info, version: str, problem: str | None = None) -> VersionFacts:
+    if problem is not None:
+        run_id, status = (info.run_id, info.status) if info is not None else (None, "UNREADABLE")
+        return VersionFacts(version, run_id, status, problem)
     if info is None:  # deleted between the model search and the version read
         return VersionFacts(version, None, "MISSING")
     return VersionFacts(info.version, info.run_id, info.status)

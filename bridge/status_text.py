@@ -60,7 +60,7 @@ def table_rows(report: list[dict]) -> tuple[list[str], list[list[str]]]:
             kfp = f"{_short(kfp)} ({lineage['kfp_pipeline_name']})"
         rows.append(
             [
-                row["name"],
+                row["name"] if row["name"].isprintable() else repr(row["name"]),
                 row["state"],
                 *([row.get("serving") or "-"] if live else []),
                 " ".join(reg) or "-",

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from bridge.errors import BridgeError, PermanentError, TemporaryError
+from bridge.errors import BridgeError, PermanentError, TemporaryError, UsageError
 from bridge.log import redact
 from bridge.settings import Settings
 
@@ -76,16 +76,25 @@ _SESSION_LOCK = threading.Lock()
 
 
 @functools.cache
-def _session():
-    """One boto3 session per process: each session loads its own copy of botocore's
-    endpoint and S3 service data (~12 MB), while clients of one session share it."""
+def _session(profile: str | None):
+    """One boto3 session per process and profile: each session loads its own copy of
+    botocore's endpoint and S3 service data (~12 MB), while clients of one session share it."""
     import boto3
 
-    return boto3.session.Session()
+    return boto3.session.Session(profile_name=profile)
 
 
-def s3_client(endpoint_url: str | None, region: str, max_attempts: int, pool: int = 10):
+def s3_client(
+    endpoint_url: str | None,
+    region: str,
+    max_attempts: int,
+    pool: int = 10,
+    profile: str | None = None,
+    profile_setting: str = "BRIDGE_TARGET_PROFILE",
+):
+    """An S3 client; ``profile`` picks a named AWS profile (its keys win over AWS_* keys)."""
     from botocore.config import Config
+    from botocore.exceptions import ProfileNotFound
 
     config = Config(
         region_name=region,
@@ -97,7 +106,14 @@ def s3_client(endpoint_url: str | None, region: str, max_attempts: int, pool: in
     )
     # Creating clients from one session is not thread-safe; using them is.
     with _SESSION_LOCK:
-        return _session().client("s3", endpoint_url=endpoint_url or None, config=config)
+        try:
+            session = _session(profile or None)
+        except ProfileNotFound:
+            raise UsageError(
+                f"AWS profile {profile!r} is not in the AWS config or credentials files",
+                hint=f"fix {profile_setting}, AWS_CONFIG_FILE or AWS_SHARED_CREDENTIALS_FILE",
+            ) from None
+        return session.client("s3", endpoint_url=endpoint_url or None, config=config)
 
 
 @contextlib.contextmanager
@@ -132,11 +148,15 @@ class SourceBucket:
         region: str,
         max_attempts: int,
         pool: int = 10,
+        profile: str | None = None,
     ):
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.endpoint_url = endpoint_url
-        self.client = s3_client(endpoint_url, region, max_attempts, pool)
+        self.profile = profile or None  # the identity it reads with (None: default chain)
+        self.client = s3_client(
+            endpoint_url, region, max_attempts, pool, self.profile, "BRIDGE_SOURCE_PROFILE"
+        )
 
     def uri(self, key: str = "") -> str:
         return f"s3://{self.bucket}/{key or self.prefix}"
@@ -176,11 +196,13 @@ class Store:
         self.bucket = settings.target_bucket
         self.prefix = settings.target_prefix
         self.endpoint_url = settings.target_endpoint_url
+        self.profile = settings.target_profile or None  # the identity it writes with
         self._client = s3_client(
             settings.target_endpoint_url,
             settings.target_region,
             settings.s3_max_attempts,
             pool=4 * settings.transfer_concurrency,
+            profile=self.profile,
         )
 
     @property

@@ -228,6 +228,7 @@ class Reconciler:
         self.verify = False
         # Read ahead by each pass (see _prefetch).
         self._infos: dict[tuple[str, str], ModelVersionInfo] = {}
+        self._unreadable: dict[tuple[str, str], BridgeError] = {}
         self._markers: dict[tuple[str, str], PublishedVersion | BridgeError | None] = {}
 
     @property
@@ -374,7 +375,9 @@ class Reconciler:
             for a in (self.settings.alias, self.settings.canary_alias)
             if a in m.aliases
         ]
-        self._infos = self.registry.model_versions(pairs) if pairs else {}
+        reads = self.registry.model_versions(pairs) if pairs else None
+        self._infos = reads.found if reads else {}
+        self._unreadable = reads.failed if reads else {}
 
         def marker(key: tuple[str, str]):
             try:
@@ -389,6 +392,8 @@ class Reconciler:
     def _publish(self, model: str, kname: str, version: str) -> tuple[PublishedVersion, str]:
         """The published version and what this pass did: "synced" (copied now),
         "repaired" (--verify found damage and fixed it) or "unchanged"."""
+        if (model, version) in self._unreadable:
+            raise self._unreadable[(model, version)]
         info = self._infos.get((model, version)) or self.registry.model_version(model, version)
         if info.status != "READY":
             raise CheckFailed(f"model {model!r} version {version} is {info.status}, not READY")
@@ -399,7 +404,7 @@ class Reconciler:
             before = self.publisher.published(kname, version)
         if before is None:
             info = self._with_download_uri(info)
-            source = self.registry.artifact_source(info.download_uri)
+            source = self.registry.artifact_source(info)
             return self.publisher.copy(info, source, kname), "synced"
         if not same_registry_version(before, info):
             info = self._with_download_uri(info)
@@ -409,7 +414,7 @@ class Reconciler:
         info = self._with_download_uri(info)
         check_same_version(before, info)
         pv, repaired = self.publisher.verify_and_repair(
-            before, info, lambda: self.registry.artifact_source(info.download_uri), kname
+            before, info, lambda: self.registry.artifact_source(info), kname
         )
         return pv, "repaired" if repaired else "unchanged"
 

@@ -144,7 +144,10 @@ class Engine:
         direct: SourceBucket | None = getattr(source, "direct", None)
         if direct is None:
             return PROXY
-        if same_endpoint(direct.endpoint_url, self.store.endpoint_url):
+        # A server-side copy is made by the target's identity, which must also read the
+        # source: with separate source/target profiles, stream instead.
+        same_identity = direct.profile == self.store.profile
+        if same_identity and same_endpoint(direct.endpoint_url, self.store.endpoint_url):
             return SERVER_SIDE
         return STREAMED
 

@@ -84,9 +84,7 @@ def publish(scope, model, version):
     settings = load_settings({"target_uri": scope.target_uri})
     registry = Registry(settings)
     info = registry.model_version(model, version)
-    return Publisher(Store(settings)).publish(
-        info, registry.artifact_source(info.download_uri), k8s_name(model)
-    )
+    return Publisher(Store(settings)).publish(info, registry.artifact_source(info), k8s_name(model))
 
 
 def test_every_gate_passes_alias_moves_json_and_junit(scope, register, client, tmp_path):
