@@ -16,6 +16,7 @@ import yaml
 
 from bridge import MANAGED_BY
 from bridge.overrides import ServingSpec
+from bridge.redact import strip_userinfo
 
 API_VERSION = "serving.kserve.io/v1beta1"
 ANNOTATION_PREFIX = "mlflow-kubeflow-bridge.io/"
@@ -158,7 +159,10 @@ def s3_annotations(opts: ServingOptions) -> dict[str, str]:
     }
     if opts.s3_endpoint_url:
         url = urlsplit(opts.s3_endpoint_url)
-        annotations["serving.kserve.io/s3-endpoint"] = url.netloc + url.path.rstrip("/")
+        # Never the user:password@ of the URL: the annotation is readable by anyone who can
+        # read the ServiceAccount, and KServe takes the keys from the Secret anyway.
+        host = strip_userinfo(url.netloc)
+        annotations["serving.kserve.io/s3-endpoint"] = host + url.path.rstrip("/")
         annotations["serving.kserve.io/s3-usehttps"] = "1" if url.scheme == "https" else "0"
     else:
         annotations["serving.kserve.io/s3-usehttps"] = "1"
