@@ -27,8 +27,8 @@ def _redact_arg(value):
 
 
 def _message(record: logging.LogRecord) -> str:
-    """The record's message from redacted parts, then redacted as a whole."""
-    msg = redact(str(record.msg))
+    """The record's message from redacted arguments, then redacted as a whole."""
+    msg = str(record.msg)
     args = record.args
     if isinstance(args, dict):
         args = {k: _redact_arg(v) for k, v in args.items()}
