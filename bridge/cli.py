@@ -6,6 +6,7 @@ commands that need them, so `bridge --help` starts fast.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import traceback
@@ -13,7 +14,7 @@ import traceback
 import click
 
 from bridge import __version__
-from bridge.errors import BridgeError, UsageError
+from bridge.errors import BridgeError, InternalError, UsageError
 from bridge.settings import Settings, load_settings
 
 log = logging.getLogger("bridge")
@@ -119,7 +120,8 @@ def cli(ctx, config, log_format, log_level, debug):
     \b
     Settings: flags > environment > --config FILE > defaults.
     Exit codes: 0 ok, 1 a gate or check said no, 2 bad usage or
-    configuration, 3 an outside system failed (retryable).
+    configuration, 3 an outside system failed (retryable), 4 an
+    internal error (a bug in bridge: please report it).
     """
     ctx.obj = Context(config, log_format, log_level, debug)
 
@@ -216,13 +218,18 @@ def render(ctx: Context, model, version, **flags):
 @click.option(
     "--reference", is_flag=True, help="Print the reference table of all settings (Markdown)."
 )
+@output_option("text")
 @pass_ctx
-def config_cmd(ctx: Context, reference):
+def config_cmd(ctx: Context, reference, output):
     """Print the effective settings (secrets are never settings).
+
+    Credentials inside values (the user:password@ or token@ of a URL) are
+    masked as ***.
 
     \b
     Example:
       BRIDGE_ALIAS=prod bridge config
+      bridge config --output json
       bridge config --reference
     """
     if reference:
@@ -232,9 +239,15 @@ def config_cmd(ctx: Context, reference):
             default = f"`{row['default']}`" if row["default"] else ""
             click.echo(f"| {row['name']} | {env} | {default} | {row['help']} |")
         return 0
+    from bridge.redact import redact_value
+
     settings = ctx.settings()
-    for row in settings.describe():
-        click.echo(f"{row['name']:22} {getattr(settings, row['name'])!s:40} [{row['env']}]")
+    rows = [(row, redact_value(getattr(settings, row["name"]))) for row in settings.describe()]
+    if output == "json":
+        click.echo(json.dumps({row["name"]: value for row, value in rows}, indent=2))
+        return 0
+    for row, value in rows:
+        click.echo(f"{row['name']:22} {value!s:40} [{row['env']}]")
     return 0
 
 
@@ -335,6 +348,15 @@ def dev_down(ctx: Context, state_dir):
     return 0
 
 
+def _print_error(line: str, debug: bool) -> None:
+    """The error line on stderr; with --debug the traceback first. Both redacted."""
+    from bridge.redact import redact
+
+    if debug:
+        click.echo(redact(traceback.format_exc()).rstrip("\n"), err=True)
+    click.echo(redact(line), err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
@@ -347,25 +369,19 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(2)
     except BridgeError as exc:
-        from bridge.log import redact
-
-        if debug:
-            traceback.print_exc()
-        click.echo(f"error: {redact(exc.one_line())}", err=True)
+        _print_error(f"error: {exc.one_line()}", debug)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - last resort: one line unless --debug
-        from bridge.log import redact
-
-        if debug:
-            traceback.print_exc()
+    except Exception as exc:  # noqa: BLE001 - last resort: a bug, one line unless --debug
         line = " ".join(str(exc).split()) or type(exc).__name__
-        click.echo(
-            f"error: unexpected {type(exc).__name__}: {redact(line)} (rerun with --debug)", err=True
+        _print_error(
+            f"error: internal error {type(exc).__name__}: {line} (a bug: rerun with --debug "
+            "and report it)",
+            debug,
         )
-        sys.exit(1)
+        sys.exit(InternalError.exit_code)
     sys.exit(result if isinstance(result, int) else 0)
 
 

@@ -23,9 +23,11 @@ back and the worker waits with exponential backoff and jitter (capped at
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import random
+import socket
 import threading
 import time
 import urllib.error
@@ -129,11 +131,78 @@ class Response:
 Handler = Callable[[Request], Response]
 
 
+def _raw_response(status: int, reason: str, text: str) -> bytes:
+    """A complete HTTP/1.1 response that closes the connection, for when no request was parsed."""
+    body = text.encode() + b"\n"
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class _DeadlineReader(socket.SocketIO):
+    """The connection's raw reader: no single receive may run past the request's deadline.
+
+    A per-read timeout alone lets a client that sends one byte every few seconds
+    hold a thread forever; here the clock starts at the first byte of a request
+    and every receive waits only for what is left of ``request_timeout``.
+    """
+
+    def __init__(self, sock: socket.socket, handler: _HTTPHandler):
+        super().__init__(sock, "rb")
+        self._handler = handler
+
+    def readinto(self, b) -> int:
+        h = self._handler
+        if h.deadline is None:
+            self._sock.settimeout(h.timeout)  # idle between requests
+        else:
+            left = h.deadline - time.monotonic()
+            if left <= 0:
+                h.timed_out = True
+                raise TimeoutError("request deadline passed")
+            self._sock.settimeout(left)
+        try:
+            n = super().readinto(b)
+        except TimeoutError:
+            h.timed_out = h.deadline is not None
+            raise
+        if n and h.deadline is None:
+            h.deadline = time.monotonic() + h.server.request_timeout  # type: ignore[attr-defined]
+        return n
+
+    def close(self) -> None:
+        # Not made by socket.makefile(), so it holds no reference on the socket to drop.
+        io.RawIOBase.close(self)
+
+
 class _HTTPHandler(BaseHTTPRequestHandler):
     server_version = "mlflow-kubeflow-bridge"
     sys_version = ""
     protocol_version = "HTTP/1.1"
-    timeout = 10  # seconds a client may take to send its request
+    timeout = 10  # seconds an idle keep-alive connection stays open
+    deadline: float | None = None
+    timed_out = False
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self))
+
+    def handle_one_request(self) -> None:
+        self.deadline, self.timed_out, self.responded = None, False, False
+        super().handle_one_request()  # closes the connection on TimeoutError
+        if self.timed_out and not self.responded:
+            daemon: Daemon = self.server.daemon  # type: ignore[attr-defined]
+            daemon.metrics.errors.labels("timeout", "http").inc()
+            limit = self.server.request_timeout  # type: ignore[attr-defined]
+            try:
+                self.wfile.write(
+                    _raw_response(408, "Request Timeout", f"request not received within {limit:g}s")
+                )
+            except OSError:
+                pass  # the client is gone; nothing to tell it
 
     def _dispatch(self) -> None:
         daemon: Daemon = self.server.daemon  # type: ignore[attr-defined]
@@ -175,6 +244,7 @@ class _HTTPHandler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _dispatch
 
     def _send(self, resp: Response, close: bool = False) -> None:
+        self.responded = True
         self.send_response(resp.status)
         self.send_header("Content-Type", resp.content_type)
         self.send_header("Content-Length", str(len(resp.body)))
@@ -189,6 +259,49 @@ class _HTTPHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format, *args):  # noqa: A002 - stdlib signature
         log.debug("%s %s", self.address_string(), format % args)
+
+
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer with a bounded number of handler threads.
+
+    Connections beyond ``max_connections`` get an immediate 503 (MLflow retries
+    5xx) instead of a thread each; connections arriving faster than they are
+    accepted wait in the kernel's listen backlog.
+    """
+
+    daemon_threads = True
+    request_queue_size = 128  # listen backlog (socketserver's default is 5)
+
+    def __init__(self, address, daemon: Daemon, *, max_connections: int, request_timeout: float):
+        self.daemon = daemon
+        self.request_timeout = request_timeout
+        self.max_connections = max_connections
+        self._slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(address, _HTTPHandler)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.daemon.metrics.errors.labels("busy", "http").inc()
+            try:
+                request.settimeout(1.0)
+                request.sendall(
+                    _raw_response(503, "Service Unavailable", "too many connections; retry")
+                )
+            except OSError:
+                pass  # the client is gone; nothing to tell it
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()  # no thread was started to release it
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 # --------------------------------------------------------------------------- daemon
@@ -224,7 +337,7 @@ class Daemon:
         self._reconciler = None
         self._busy = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
         self.routes: dict[tuple[str, str], Handler] = {}
         self.add_route("GET", "/healthz", self.healthz)
         self.add_route("GET", "/readyz", self.readyz)
@@ -294,6 +407,7 @@ class Daemon:
     def receive_webhook(self, req: Request) -> Response:
         now = time.time()
         try:
+            webhook.check_content_type(req.headers)
             webhook.verify(
                 req.headers,
                 req.body,
@@ -440,14 +554,17 @@ class Daemon:
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> None:
         try:
-            self._server = ThreadingHTTPServer((self.options.host, self.options.port), _HTTPHandler)
+            self._server = _Server(
+                (self.options.host, self.options.port),
+                self,
+                max_connections=self.settings.http_max_connections,
+                request_timeout=self.settings.http_request_timeout,
+            )
         except OSError as exc:
             raise UsageError(
                 f"cannot listen on {self.options.host}:{self.options.port}: {exc.strerror}",
                 hint="pick another --port or stop what uses it",
             ) from None
-        self._server.daemon_threads = True
-        self._server.daemon = self  # type: ignore[attr-defined]
         self.options.port = self._server.server_address[1]
         if self.elector is not None:
             self.elector.on_change = self._on_leadership

@@ -1,7 +1,8 @@
 """Errors as data: each kind maps to one exit code of the command-line contract.
 
 0 ok; 1 a gate or check said no; 2 bad usage or configuration; 3 an outside
-system failed (retryable).
+system failed (retryable); 4 an internal error (a bug: an exception bridge did
+not expect, never a verdict about the model).
 """
 
 from __future__ import annotations
@@ -49,9 +50,16 @@ class TemporaryError(BridgeError):
     kind = "temporary"
 
 
+class InternalError(BridgeError):
+    """A bug: an exception bridge did not expect. CI must not read it as a gate's "no"."""
+
+    exit_code = 4
+    kind = "internal"
+
+
 # When several models fail in one pass, the exit code reports the one a person
-# must act on first: configuration, then outages, then model checks.
-_PRECEDENCE = {2: 3, 3: 2, 1: 1, 0: 0}
+# must act on first: a bug, then configuration, then outages, then model checks.
+_PRECEDENCE = {4: 4, 2: 3, 3: 2, 1: 1, 0: 0}
 
 
 def worst_exit_code(errors: list[BridgeError]) -> int:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bridge import __version__
-from bridge.errors import CheckFailed, PermanentError, TemporaryError, UsageError
+from bridge.errors import CheckFailed, InternalError, PermanentError, TemporaryError, UsageError
 from bridge.kfp_run import KfpLineage, configure_tracking, mlflow_run, task_guard
 from bridge.log import redact
 from bridge.settings import Settings, load_settings
@@ -310,7 +310,8 @@ def _last_line(text: str) -> str:
 
 
 def parse_promote_result(returncode: int, stdout: str, stderr: str) -> PromoteResult:
-    """Exit 0: the result; 1: CheckFailed naming each failed gate; 2: UsageError; 3: TemporaryError."""
+    """Exit 0: the result; 1: CheckFailed naming each failed gate; 2: UsageError;
+    3: TemporaryError; 4: InternalError."""
     if returncode == 0:
         data = _json_object(stdout)
         if data is None or "promoted" not in data:
@@ -336,6 +337,8 @@ def parse_promote_result(returncode: int, stdout: str, stderr: str) -> PromoteRe
         raise UsageError(f"bridge promote rejected its input: {line}", hint=hint)
     if returncode == 3:
         raise TemporaryError(f"bridge promote could not reach an outside system: {line}")
+    if returncode == 4:
+        raise InternalError(f"bridge promote failed with an internal error (a bug): {line}")
     raise PermanentError(f"bridge promote exited with {returncode}: {line}")
 
 

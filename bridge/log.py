@@ -1,49 +1,62 @@
 """Logging: human lines by default, JSON lines with ``--log-format json``.
 
-Every record and every error line passes through :func:`redact`, which removes
-the values of the secret variables the MLflow and AWS clients read, and any
-``user:password@`` in URLs, so secrets cannot reach logs or stderr.
+Secrets are removed from the *values* of every record before they are put into
+a line (see :mod:`bridge.redact`): the message and its arguments, the exception
+and its traceback, and each JSON field before it is encoded -- so a secret
+holding quotes, backslashes or non-ASCII cannot slip through an escape.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import re
 import sys
 import time
 
-SECRET_ENV_VARS = (
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_ACCESS_KEY_ID",
-    "MLFLOW_TRACKING_TOKEN",
-    "MLFLOW_TRACKING_PASSWORD",
-    "BRIDGE_WEBHOOK_SECRET",
-    "BRIDGE_TARGET_SECRET_ACCESS_KEY",
-    "BRIDGE_TARGET_ACCESS_KEY_ID",
-)
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s:]+:[^/@\s]+@")
-_MASK = "***"
+from bridge.redact import SECRET_ENV_VARS, redact, redact_value
+
+__all__ = ["SECRET_ENV_VARS", "redact", "setup_logging"]
 
 
-def _secret_values() -> list[str]:
-    # Short values would mask ordinary words; real keys are long.
-    values = {os.environ.get(v, "") for v in SECRET_ENV_VARS}
-    return sorted((v for v in values if len(v) >= 6), key=len, reverse=True)
+def _redact_arg(value):
+    # Strings and containers are redacted in place; other objects keep their type
+    # (so %d and %r still work) and are caught by the pass over the finished message.
+    if isinstance(value, (str, dict, list, tuple)):
+        return redact_value(value)
+    return value
 
 
-def redact(text: str) -> str:
-    text = _URL_USERINFO.sub(lambda m: m.group("scheme") + _MASK + "@", text)
-    for value in _secret_values():
-        text = text.replace(value, _MASK)
-    return text
+def _message(record: logging.LogRecord) -> str:
+    """The record's message from redacted arguments, then redacted as a whole."""
+    msg = str(record.msg)
+    args = record.args
+    if isinstance(args, dict):
+        args = {k: _redact_arg(v) for k, v in args.items()}
+    elif args:
+        args = tuple(_redact_arg(a) for a in args)
+    try:
+        text = msg % args if args else msg
+    except (TypeError, ValueError, KeyError):  # a bad format string: show it, do not crash
+        text = f"{msg} {args!r}"
+    return redact(text)
 
 
 class _RedactingFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        line = self.formatMessage(_with_message(record, _message(record), self))
+        if record.exc_info:
+            line += "\n" + redact(self.formatException(record.exc_info))
+        if record.stack_info:
+            line += "\n" + redact(self.formatStack(record.stack_info))
+        return line
+
+
+def _with_message(record, message: str, formatter: logging.Formatter) -> logging.LogRecord:
+    copy = logging.makeLogRecord(vars(record))
+    copy.message = message
+    if formatter.usesTime():
+        copy.asctime = formatter.formatTime(copy, formatter.datefmt)
+    return copy
 
 
 class _JsonFormatter(logging.Formatter):
@@ -55,14 +68,14 @@ class _JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": _message(record),
         }
         for key, value in vars(record).items():
             if key not in self._SKIP and not key.startswith("_"):
-                payload[key] = value
+                payload[key] = redact_value(value)
         if record.exc_info:
-            payload["exception"] = self.formatException(record.exc_info)
-        return redact(json.dumps(payload, default=str, sort_keys=True))
+            payload["exception"] = redact(self.formatException(record.exc_info))
+        return json.dumps(payload, sort_keys=True)
 
 
 def setup_logging(fmt: str = "human", level: str = "INFO") -> None:

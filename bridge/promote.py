@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import signal
@@ -101,6 +102,32 @@ class PromotionResult:
 
 # --- the lease: no compare-and-set in MLflow, so a tag with a unique token ---
 
+# Clocks of CI runners differ; a lock written by a peer a little ahead of us is still valid.
+LOCK_CLOCK_SKEW = 60.0
+
+
+def lock_expiry(value, now: float, ttl: float) -> float | None:
+    """The expiry of a lock tag as a Unix time, or None when no bridge could have written it.
+
+    Anyone who can set tags on the registered model can write the lock, so its
+    expiry is bounded: a non-number, NaN, infinity, or a time further ahead than
+    the TTL (plus clock skew) would block promotion forever and is treated as stale.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        expires = float(value)
+    except ValueError:
+        return None
+    if not math.isfinite(expires) or expires > now + ttl + LOCK_CLOCK_SKEW:
+        return None
+    return expires
+
+
+def _short(value, limit: int = 80) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
 
 class Lease:
     """A best-effort lock on one registered model, held in the ``bridge.lock`` tag.
@@ -131,23 +158,28 @@ class Lease:
 
     def _read(self) -> dict | None:
         raw = self.registry.registered_model(self.model).tags.get(LOCK_TAG)
-        try:
-            held = json.loads(raw) if raw else None
-        except ValueError:
+        if not raw:
             return None
-        return held if isinstance(held, dict) and "token" in held else None
+        try:
+            held = json.loads(raw)
+        except ValueError:
+            held = None
+        if isinstance(held, dict) and isinstance(held.get("token"), str):
+            return held
+        log.warning("ignoring a malformed %s tag on %s (not a bridge lock)", LOCK_TAG, self.model)
+        return None
 
     def _busy(self, held: dict) -> CheckFailed:
         return CheckFailed(
-            f"model {self.model!r} is being promoted by {held.get('owner', 'someone')} "
-            f"(lock taken at {held.get('at', '?')}); nothing was changed",
+            f"model {self.model!r} is being promoted by {_short(held.get('owner', 'someone'))} "
+            f"(lock taken at {_short(held.get('at', '?'))}); nothing was changed",
             hint=f"re-run when it finishes; a dead holder's lock expires after {self.ttl:g}s "
             f"(or remove the {LOCK_TAG} tag)",
         )
 
     def acquire(self) -> None:
         held = self._read()
-        if held and held.get("token") != self.token and float(held.get("expires", 0)) > time.time():
+        if held and held["token"] != self.token and self._live(held):
             raise self._busy(held)
         body = {
             "token": self.token,
@@ -155,11 +187,33 @@ class Lease:
             "at": history.now(),
             "expires": time.time() + self.ttl,
         }
-        self.registry.set_model_tag(self.model, LOCK_TAG, json.dumps(body, sort_keys=True))
+        try:
+            self.registry.set_model_tag(self.model, LOCK_TAG, json.dumps(body, sort_keys=True))
+        except BridgeError:
+            # Two writers that both found no lock both INSERT the tag row; MLflow's SQL
+            # store refuses the second with 400 (unique key). Losing that race is "busy".
+            rival = self._read()
+            if rival and rival["token"] != self.token and self._live(rival):
+                raise self._busy(rival) from None
+            raise
         time.sleep(self.settle)
         held = self._read()
-        if not held or held.get("token") != self.token:
+        if not held or held["token"] != self.token:
             raise self._busy(held or {"owner": "a concurrent promotion"})
+
+    def _live(self, held: dict) -> bool:
+        expires = lock_expiry(held.get("expires"), time.time(), self.ttl)
+        if expires is None:
+            log.warning(
+                "ignoring the %s tag on %s: its expiry %s is not a time within the lock TTL "
+                "(%gs); treating the lock as stale",
+                LOCK_TAG,
+                self.model,
+                _short(held.get("expires")),
+                self.ttl,
+            )
+            return False
+        return expires > time.time()
 
     def still_held(self) -> bool:
         held = self._read()

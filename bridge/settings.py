@@ -75,6 +75,13 @@ def _parse_non_negative_float(value: str) -> float:
     return f
 
 
+def _parse_positive_int(value: str) -> int:
+    i = int(value)
+    if i < 1:
+        raise ValueError(f"must be 1 or more, got {value!r}")
+    return i
+
+
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?)?\s*$", re.IGNORECASE)
 
 
@@ -255,6 +262,19 @@ class Settings:
         ("BRIDGE_WEBHOOK_MAX_BODY",),
         "Largest webhook body accepted, in bytes.",
         _parse_non_negative_int,
+    )
+    http_request_timeout: float = _setting(
+        30.0,
+        ("BRIDGE_HTTP_REQUEST_TIMEOUT",),
+        "Seconds a client of `bridge serve` may take to send one whole request (headers and "
+        "body); slower ones get 408.",
+        _parse_positive_float,
+    )
+    http_max_connections: int = _setting(
+        32,
+        ("BRIDGE_HTTP_MAX_CONNECTIONS",),
+        "Connections `bridge serve` handles at once; more get 503 at once.",
+        _parse_positive_int,
     )
     webhook_debounce: float = _setting(
         0.05,

@@ -6,7 +6,9 @@ MLflow signs each delivery the Standard Webhooks way: it sends
 webhook's secret and the signed content is ``"{delivery_id}.{timestamp}.{body}"``.
 We recompute it and compare in constant time, reject timestamps outside the
 replay window, bodies over the size limit, bodies that are not a JSON object,
-and events we do not handle. A verified event names one registered model.
+bodies that are not declared and parsed as a JSON object (nor nested deeper than
+MLflow ever nests), and events we do not handle. A verified event names one
+registered model.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ SIGNATURE_HEADER = "X-MLflow-Signature"
 TIMESTAMP_HEADER = "X-MLflow-Timestamp"
 DELIVERY_ID_HEADER = "X-MLflow-Delivery-Id"
 SIGNATURE_VERSION = "v1"
+# MLflow's payloads are a few levels deep; anything far deeper is not one of them.
+MAX_JSON_DEPTH = 32
 
 # The model registry events that can change what should be served.
 EVENTS = frozenset(
@@ -100,15 +104,46 @@ def verify(
         raise Rejected(401, "stale", f"timestamp is {now - ts:.0f}s away from now")
 
 
+def check_content_type(headers) -> None:
+    """Rejected(415) unless the body is declared JSON, as MLflow declares it."""
+    declared = headers.get("Content-Type") or ""
+    media_type = declared.split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise Rejected(
+            415,
+            "content_type",
+            f"Content-Type must be application/json, got {declared[:80]!r}",
+        )
+
+
+def _depth(value) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if level > MAX_JSON_DEPTH:
+            break
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
+
+
 def parse(body: bytes, delivery_id: str) -> WebhookEvent | None:
     """The event of a verified body (None: an event we acknowledge and ignore).
 
-    Rejected(400) for a body that is not the JSON MLflow sends, (422) for an
-    event MLflow does not define."""
+    Rejected(400) for a body that is not the JSON MLflow sends (also one nested
+    deeper than any MLflow payload), (422) for an event MLflow does not define."""
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise Rejected(400, "malformed", "body is not JSON") from None
+    except RecursionError:  # nested deeper than the interpreter's recursion limit
+        raise Rejected(400, "malformed", f"JSON nested deeper than {MAX_JSON_DEPTH}") from None
+    if _depth(payload) > MAX_JSON_DEPTH:
+        raise Rejected(400, "malformed", f"JSON nested deeper than {MAX_JSON_DEPTH}")
     if not isinstance(payload, dict):
         raise Rejected(400, "malformed", "body is not a JSON object")
     entity, action = payload.get("entity"), payload.get("action")

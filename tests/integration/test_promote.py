@@ -502,7 +502,7 @@ def test_a_live_lock_blocks_and_an_expired_one_does_not(scope, register, client)
         "token": "someone-else",
         "owner": "ci@runner:1",
         "at": "now",
-        "expires": time.time() + 600,
+        "expires": time.time() + 100,  # within the default TTL of 120 s
     }
     client.set_registered_model_tag(model, "bridge.lock", json.dumps(lock))
     res, body = promote(scope, model, "--version", v1)
