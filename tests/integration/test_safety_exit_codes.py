@@ -25,7 +25,7 @@ from .conftest import unique
 
 pytestmark = pytest.mark.integration
 
-TRIALS = 8
+TRIALS = 3  # a regression guard: the write collision is rare through the CLI (docs/promote.md)
 CONTENDERS = 4
 
 # Line the processes up where the race is: each reads the lock tag (free), then
