@@ -128,3 +128,53 @@ def test_an_internal_error_exits_4_with_one_redacted_line(scope, debug):
     assert "rerun with --debug" in lines[-1]
     assert ("Traceback" in res.stderr) is debug
     assert secret not in res.stderr and secret not in res.stdout
+
+
+# Fault injection at MLflow's answer (the race itself is rare through the CLI, see
+# TRIALS above): at bridge's first write of the lock, a rival's live lock lands in the
+# real registry and MLflow refuses bridge's write the way its SQL store does when two
+# INSERTs of the tag row collide (IntegrityError -> 400 BAD_REQUEST).
+LOST_WRITE = """
+import json, sys, time, uuid
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+import bridge.registry
+
+real = bridge.registry.PromotionRegistry.set_model_tag
+
+def collide(self, name, key, value):
+    if key != "bridge.lock" or getattr(collide, "done", False):
+        return real(self, name, key, value)
+    collide.done = True
+    rival = {"token": uuid.uuid4().hex, "owner": "rival@ci:1", "at": "now",
+             "expires": time.time() + 60}
+    MlflowClient().set_registered_model_tag(name, key, json.dumps(rival))
+    with self._errors(f"setting tag {key!r} of model {name!r}"):
+        raise MlflowException(
+            "(sqlite3.IntegrityError) UNIQUE constraint failed: registered_model_tags.key",
+            error_code="BAD_REQUEST",
+        )
+
+bridge.registry.PromotionRegistry.set_model_tag = collide
+import bridge.cli
+bridge.cli.main(sys.argv[1:])
+"""
+
+
+def test_a_lock_write_lost_to_a_rival_is_exit_1_not_2(scope, register, client):
+    """The loser of the tag-row collision (MLflow 3.17.2 sqlalchemy_store.py
+    ``set_registered_model_tag`` + db/utils.py ``make_managed_session``) exits 1,
+    "being promoted", and moves nothing; before the fix it exited 2 (bad configuration)."""
+    model = unique("lost-write")
+    v1, v2 = register(model, 2)
+    client.set_registered_model_alias(model, scope.alias, v1)
+    res = subprocess.run(
+        [sys.executable, "-c", LOST_WRITE, "promote", model, "--version", v2],
+        env={**os.environ, **scope.env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 1, res.stderr
+    assert "being promoted by rival@ci:1" in res.stderr
+    assert client.get_registered_model(model).aliases[scope.alias] == v1
