@@ -138,6 +138,7 @@ LOST_WRITE = """
 import json, sys, time, uuid
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import BAD_REQUEST
 import bridge.registry
 
 real = bridge.registry.PromotionRegistry.set_model_tag
@@ -152,7 +153,7 @@ def collide(self, name, key, value):
     with self._errors(f"setting tag {key!r} of model {name!r}"):
         raise MlflowException(
             "(sqlite3.IntegrityError) UNIQUE constraint failed: registered_model_tags.key",
-            error_code="BAD_REQUEST",
+            error_code=BAD_REQUEST,
         )
 
 bridge.registry.PromotionRegistry.set_model_tag = collide
