@@ -132,6 +132,7 @@ class Engine:
         # Bytes in flight are bounded by these slots: one part per worker plus
         # one being read, so memory stays near (concurrency + 1) x part size.
         self._slots = threading.BoundedSemaphore(options.concurrency + 1)
+        self._fence: Callable[[], None] | None = None  # of the copy_files call under way
         _return_large_buffers_to_the_os()
 
     def close(self) -> None:
@@ -147,8 +148,28 @@ class Engine:
 
     # --- one version ------------------------------------------------------------
 
-    def copy_files(self, source, paths: list[str], prefix: str, progress: Progress) -> list[Copied]:
-        """Copy ``paths`` of ``source`` under ``prefix``, in parallel; fail on the first error."""
+    def copy_files(
+        self,
+        source,
+        paths: list[str],
+        prefix: str,
+        progress: Progress,
+        fence: Callable[[], None] | None = None,
+    ) -> list[Copied]:
+        """Copy ``paths`` of ``source`` under ``prefix``, in parallel; fail on the first error.
+
+        ``fence`` is called before each file and each chunk read; whatever it raises
+        stops the copy (each file's own multipart upload is aborted on the way out).
+        """
+        self._fence = fence
+        try:
+            return self._copy_files(source, paths, prefix, progress)
+        finally:
+            self._fence = None
+
+    def _copy_files(
+        self, source, paths: list[str], prefix: str, progress: Progress
+    ) -> list[Copied]:
         mode = self.mode(source)
         # Proxy streams buffer inside boto3's upload manager (2 parts each).
         limit = self.options.concurrency if mode != PROXY else max(1, self.options.concurrency // 2)
@@ -171,6 +192,8 @@ class Engine:
         return [results[p] for p in paths]
 
     def _copy_one(self, source, mode: str, path: str, key: str, progress: Progress) -> Copied:
+        if self._fence is not None:
+            self._fence()
         if mode == PROXY:
             copied = self._proxy(source, path, key, progress)
         else:
@@ -197,6 +220,8 @@ class Engine:
         offset, failures, body = 0, 0, None
         try:
             while offset < size:
+                if self._fence is not None:
+                    self._fence()
                 want = min(self.options.part_size, size - offset)
                 self._slots.acquire()
                 try:
