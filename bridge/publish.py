@@ -244,9 +244,13 @@ class Publisher:
         needs, whether a killed run left it or a concurrent attempt (which deletes
         nothing when it fails) is still writing the same bytes.
         """
-        stale = self.store.incomplete_uploads(prefix)
-        for key, upload_id in stale:
-            self.store.abort_multipart(key, upload_id)
+        try:
+            stale = self.store.incomplete_uploads(prefix)
+            for key, upload_id in stale:
+                self.store.abort_multipart(key, upload_id)
+        except BridgeError as exc:  # housekeeping: the version is published either way
+            log.warning("could not abort unfinished uploads under %s: %s", prefix, exc.one_line())
+            return 0
         if stale:
             log.info("aborted %d unfinished upload(s) under %s", len(stale), self.store.uri(prefix))
         return len(stale)

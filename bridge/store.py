@@ -385,8 +385,15 @@ class Store:
         )
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Abort an upload; one that was completed or aborted meanwhile is already gone."""
+        from botocore.exceptions import ClientError
+
         with self.errors(f"aborting an upload to {self.uri(key)}"):
-            self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            try:
+                self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                    raise
 
     def incomplete_uploads(self, prefix: str) -> list[tuple[str, str]]:
         """(key, upload id) of every unfinished multipart upload under ``prefix``."""
