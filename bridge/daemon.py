@@ -479,6 +479,14 @@ class Daemon:
     def is_leader(self) -> bool:
         return self.elector is None or self.elector.is_leader
 
+    def fence(self) -> None:
+        """Stop the pass under way as soon as this replica is no longer the leader,
+        so that it copies and publishes nothing more once another one may be."""
+        if not self.is_leader:
+            from bridge.lease import LostLeadership
+
+            raise LostLeadership("this replica lost the lease")
+
     def _on_leadership(self, leader: bool) -> None:
         if leader:
             self.queue.put(FULL)  # a new leader catches up on what it missed
@@ -487,10 +495,14 @@ class Daemon:
     def _reconciler_instance(self):
         if self._reconciler is None:
             self._reconciler = self.reconciler_factory()
+            publisher = getattr(self._reconciler, "publisher", None)
+            if publisher is not None and self.elector is not None:
+                publisher.fence = self.fence
         return self._reconciler
 
     def run_pass(self, full: bool, models: set[str], trigger: str) -> bool:
         """One reconcile; True when it finished without a temporary failure."""
+        from bridge.lease import LostLeadership
         from bridge.registry import NotFound
 
         started = time.monotonic()
@@ -502,6 +514,11 @@ class Daemon:
             # A model named by a webhook is gone: a full pass prunes what it left.
             self.metrics.syncs.labels(trigger, "model_gone").inc()
             self.queue.put(FULL)
+            return True
+        except LostLeadership:
+            # The new leader's first pass covers everything; nothing to retry here.
+            self.metrics.observe_pass_error("lost_lease", trigger, time.monotonic() - started)
+            log.warning("%s pass stopped: this replica lost the lease mid-pass", trigger)
             return True
         except BridgeError as exc:
             self.metrics.observe_pass_error(exc.kind, trigger, time.monotonic() - started)

@@ -170,6 +170,14 @@ class LeaseLock:
         return True
 
 
+class LostLeadership(Exception):  # noqa: N818 - a signal to stop, like KeyboardInterrupt
+    """This replica no longer holds the Lease: the pass under way stops at once.
+
+    Not a BridgeError on purpose: nothing may count it as one model's failure and
+    carry on with the next model, the GitOps output or the cluster.
+    """
+
+
 class LeaseConflict(TemporaryError):
     """Another replica updated the Lease between our read and our write."""
 

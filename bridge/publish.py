@@ -5,6 +5,15 @@ exists: it lists every file (path, size, SHA-256) and is written last, only
 after every copied object was read back and matched what was read from the
 source. Nothing points at a version before that, and a published path is
 never rewritten.
+
+Several attempts may copy one version at once (two `bridge sync` runs, or a
+daemon that lost its Lease while the new leader copies). They write the same
+bytes to the same keys, so safety rests on three rules: an attempt never
+deletes a key of the version's file list (a failed attempt only aborts its own
+multipart uploads), the marker is written only after a final listing shows
+every file at its recorded size, and it is written with ``If-None-Match: *``
+so that the first complete attempt publishes and the others adopt its marker.
+Unfinished uploads under the prefix are aborted only once it is published.
 """
 
 from __future__ import annotations
@@ -170,6 +179,10 @@ def check_same_version(existing: PublishedVersion, info: ModelVersionInfo) -> No
         )
 
 
+def no_fence() -> None:
+    """The fence of a process that is alone: it never has to stop."""
+
+
 class Publisher:
     def __init__(
         self, store: Store, options: TransferOptions | None = None, progress: str = "auto"
@@ -181,6 +194,9 @@ class Publisher:
         self.options = options
         self.progress = settings.progress if settings is not None else progress
         self._engine: Engine | None = None
+        # Called before each file, each chunk and the marker; raises to stop a copy at once
+        # (the daemon's: "still the leader?").
+        self.fence: Callable[[], None] = no_fence
 
     @property
     def engine(self) -> Engine:
@@ -221,14 +237,65 @@ class Publisher:
         label = f"{info.name} v{info.version}{what}"
         return Progress(label, total, len(files), live=is_live(self.progress))
 
-    def abort_stale_uploads(self, prefix: str) -> int:
-        """Abort unfinished multipart uploads a killed run left under ``prefix``."""
-        stale = self.store.incomplete_uploads(prefix)
-        for key, upload_id in stale:
-            self.store.abort_multipart(key, upload_id)
+    def abort_unfinished_uploads(self, prefix: str) -> int:
+        """Abort the unfinished multipart uploads under a *published* prefix.
+
+        Only once the marker is there: then no upload can add anything the version
+        needs, whether a killed run left it or a concurrent attempt (which deletes
+        nothing when it fails) is still writing the same bytes.
+        """
+        try:
+            stale = self.store.incomplete_uploads(prefix)
+            for key, upload_id in stale:
+                self.store.abort_multipart(key, upload_id)
+        except BridgeError as exc:  # housekeeping: the version is published either way
+            log.warning("could not abort unfinished uploads under %s: %s", prefix, exc.one_line())
+            return 0
         if stale:
             log.info("aborted %d unfinished upload(s) under %s", len(stale), self.store.uri(prefix))
         return len(stale)
+
+    def check_stored(self, prefix: str, records, model: str, version: str) -> None:
+        """The final check before a marker: every file listed at its recorded size."""
+        listed = self.store.list_keys(prefix)
+        wrong = [r.path for r in records if listed.get(prefix + r.path) != r.size]
+        if wrong:
+            shown = ", ".join(sorted(wrong)[:5]) + (" ..." if len(wrong) > 5 else "")
+            raise TemporaryError(
+                f"model {model!r} version {version}: {len(wrong)} file(s) under "
+                f"{self.store.uri(prefix)} vanished or changed size while copying ({shown}); "
+                "not published, the next pass copies it again",
+                hint="is another bridge copying to the same target?",
+            )
+
+    def _write_marker(self, prefix: str, pv: PublishedVersion, info: ModelVersionInfo, key: str):
+        """Publish ``pv`` unless another attempt published first; return what is published."""
+        if self.store.put_if_absent(prefix + MARKER_NAME, marker_bytes(pv)):
+            return pv
+        existing = self.published(key, info.version)
+        if existing is None:
+            raise TemporaryError(
+                f"model {info.name!r} version {info.version}: another attempt is writing the "
+                f"marker under {self.store.uri(prefix)}; the next pass reads it"
+            )
+        check_same_version(existing, info)
+        log.info(
+            "%s version %s was published by another attempt meanwhile", info.name, info.version
+        )
+        return existing
+
+    def _published_meanwhile(
+        self, info: ModelVersionInfo, model_key: str
+    ) -> PublishedVersion | None:
+        """After a failed copy: the version another attempt published meanwhile, if any."""
+        try:
+            existing = self.published(model_key, info.version)
+        except BridgeError:
+            return None
+        if existing is None:
+            return None
+        check_same_version(existing, info)
+        return existing
 
     def copy(
         self, info: ModelVersionInfo, source: ArtifactSource, model_key: str
@@ -237,19 +304,25 @@ class Publisher:
 
         Files go straight to their final keys; the marker is written last, so a
         crash at any instant leaves either no marker (the next run copies again)
-        or a marker over a complete, verified target.
+        or a marker over a complete, verified target. A failed copy deletes no
+        file (a concurrent attempt may have written and verified the same key):
+        its own uploads are aborted, what it completed waits for the next attempt.
         """
         files = plan_files(source.list_files(), info.name, info.version, info.download_uri)
         mlmodel = source.read_bytes("MLmodel")
         check_pyfunc(mlmodel, info.name, info.version)
         needs = read_needs(mlmodel, source, {f.path: f for f in files})
         prefix = self.version_prefix(model_key, info.version)
-        self.abort_stale_uploads(prefix)
-        leftovers = set(self.store.list_keys(prefix))
+        self.fence()
+        # Keys of an older copy that this version does not have (never the marker: another
+        # attempt may just have published it).
+        leftovers = set(self.store.list_keys(prefix)) - {prefix + MARKER_NAME}
         written = [prefix + f.path for f in files]
         progress = self._progress(info, files)
         try:
-            copied = self.engine.copy_files(source, [f.path for f in files], prefix, progress)
+            copied = self.engine.copy_files(
+                source, [f.path for f in files], prefix, progress, fence=self.fence
+            )
             records = []
             for f, c in zip(files, copied, strict=True):
                 if f.size is not None and c.size != f.size:
@@ -272,10 +345,21 @@ class Publisher:
                 registry_source=info.source,
                 needs=needs,
             )
-            self.store.put_bytes(prefix + MARKER_NAME, marker_bytes(pv))
-        except BaseException:
-            self._discard(prefix, written, leftovers)
-            raise
+            self.fence()
+            self.check_stored(prefix, records, info.name, info.version)
+            self.fence()
+            pv = self._write_marker(prefix, pv, info, model_key)
+        except BridgeError:
+            other = self._published_meanwhile(info, model_key)
+            if other is None:
+                raise
+            log.info(
+                "%s version %s: this copy failed, but another attempt published it meanwhile",
+                info.name,
+                info.version,
+            )
+            return other
+        self.abort_unfinished_uploads(prefix)
         progress.finish(self.engine.mode(source))
         log.info(
             "published %s version %s to %s (%d files, %d bytes, %s)",
@@ -344,7 +428,6 @@ class Publisher:
             ", ".join(k[len(prefix) :] for k in extra) or "none",
         )
         self.store.delete_keys([prefix + MARKER_NAME])
-        self.abort_stale_uploads(prefix)
         src = source()
         listed = {f.path: f for f in src.list_files()}
         records = {r.path: r for r in pv.files}
@@ -355,7 +438,7 @@ class Publisher:
                 f"the source no longer has {', '.join(missing)}"
             )
         progress = self._progress(info, [listed[p] for p in bad], " (repair)")
-        copied = self.engine.copy_files(src, bad, prefix, progress)
+        copied = self.engine.copy_files(src, bad, prefix, progress, fence=self.fence)
         for c in copied:
             r = records[c.path]
             if (c.size, c.sha256) != (r.size, r.sha256):
@@ -365,7 +448,11 @@ class Publisher:
                     hint="artifacts of a registered version should never change; re-register it",
                 )
         self.store.delete_keys(extra)
-        self.store.put_bytes(prefix + MARKER_NAME, marker_bytes(pv))
+        self.fence()
+        self.check_stored(prefix, pv.files, info.name, info.version)
+        self.fence()
+        self._write_marker(prefix, pv, info, model_key)
+        self.abort_unfinished_uploads(prefix)
         progress.finish(self.engine.mode(src) + ", repair")
         repaired = sum(c.size for c in copied)
         log.info(
@@ -376,11 +463,3 @@ class Publisher:
             repaired,
         )
         return replace(pv, bytes_copied=repaired), True
-
-    def _discard(self, prefix: str, written: list[str], leftovers: set[str]) -> None:
-        """Best effort: leave no unpublished objects behind after a failed copy."""
-        try:
-            self.store.delete_keys(sorted(set(written) | leftovers))
-            self.abort_stale_uploads(prefix)
-        except BridgeError as exc:
-            log.warning("could not clean up partial copy under %s: %s", prefix, exc)

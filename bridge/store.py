@@ -258,6 +258,34 @@ class Store:
                 Bucket=self.bucket, Key=key, Body=data, ContentType=content_type
             )
 
+    def put_if_absent(self, key: str, data: bytes, content_type: str = "application/json") -> bool:
+        """Write ``key`` only if nothing is there yet (``If-None-Match: *``); False if it is.
+
+        A store that ignores the condition simply writes; callers must be safe either way.
+        """
+        from botocore.exceptions import ClientError
+
+        with self.errors(f"writing {self.uri(key)}"):
+            try:
+                self._client.put_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    Body=data,
+                    ContentType=content_type,
+                    IfNoneMatch="*",
+                )
+            except ClientError as exc:
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                code = exc.response.get("Error", {}).get("Code")
+                # 409: another conditional write to the same key is in flight (AWS S3)
+                if status in (409, 412) or code in (
+                    "PreconditionFailed",
+                    "ConditionalRequestConflict",
+                ):
+                    return False
+                raise
+        return True
+
     def upload_stream(
         self,
         key: str,
@@ -394,8 +422,15 @@ class Store:
         )
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Abort an upload; one that was completed or aborted meanwhile is already gone."""
+        from botocore.exceptions import ClientError
+
         with self.errors(f"aborting an upload to {self.uri(key)}"):
-            self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            try:
+                self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                    raise
 
     def incomplete_uploads(self, prefix: str) -> list[tuple[str, str]]:
         """(key, upload id) of every unfinished multipart upload under ``prefix``."""

@@ -135,6 +135,7 @@ class Engine:
         # one being read, so memory stays near (concurrency + 1) x part size
         # however many (small) files are read at once.
         self._budget = ByteBudget((options.concurrency + 1) * options.part_size)
+        self._fence: Callable[[], None] | None = None  # of the copy_files call under way
         _return_large_buffers_to_the_os()
 
     def close(self) -> None:
@@ -153,8 +154,28 @@ class Engine:
 
     # --- one version ------------------------------------------------------------
 
-    def copy_files(self, source, paths: list[str], prefix: str, progress: Progress) -> list[Copied]:
-        """Copy ``paths`` of ``source`` under ``prefix``, in parallel; fail on the first error."""
+    def copy_files(
+        self,
+        source,
+        paths: list[str],
+        prefix: str,
+        progress: Progress,
+        fence: Callable[[], None] | None = None,
+    ) -> list[Copied]:
+        """Copy ``paths`` of ``source`` under ``prefix``, in parallel; fail on the first error.
+
+        ``fence`` is called before each file and each chunk read; whatever it raises
+        stops the copy (each file's own multipart upload is aborted on the way out).
+        """
+        self._fence = fence
+        try:
+            return self._copy_files(source, paths, prefix, progress)
+        finally:
+            self._fence = None
+
+    def _copy_files(
+        self, source, paths: list[str], prefix: str, progress: Progress
+    ) -> list[Copied]:
         mode = self.mode(source)
         workers = max(1, min(self._file_workers(source, mode, paths), len(paths)))
         results: dict[str, Copied] = {}
@@ -189,6 +210,8 @@ class Engine:
         return c
 
     def _copy_one(self, source, mode: str, path: str, key: str, progress: Progress) -> Copied:
+        if self._fence is not None:
+            self._fence()
         if mode == PROXY:
             size = source.listed_size(path) if getattr(source, "resumable", False) else None
             if size is None:
@@ -228,6 +251,8 @@ class Engine:
         offset, failures, body = 0, 0, None
         try:
             while offset < size:
+                if self._fence is not None:
+                    self._fence()
                 want = min(self.options.part_size, size - offset)
                 self._budget.acquire(want)
                 try:

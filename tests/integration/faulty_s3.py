@@ -5,7 +5,8 @@ them fail at the HTTP level: a 503 SlowDown answer, a connection reset before
 any answer, or a reset halfway through the response body. ``deny`` answers
 everything with 403 AccessDenied (to prove permanent errors are not retried);
 ``no_checksums`` removes every checksum from the answers, as a store without
-checksum support (older MinIO, Ceph) would answer.
+checksum support (older MinIO, Ceph) would answer. ``write_delay`` holds every
+write (PUT/POST) that long before forwarding it: a slow store.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 import socket
 import struct
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
@@ -32,12 +34,18 @@ _CHECKSUM_ELEMENT = re.compile(rb"<Checksum[A-Z0-9]+>[^<]*</Checksum[A-Z0-9]+>")
 
 class FaultyS3:
     def __init__(
-        self, upstream: str, every: int = 3, deny: bool = False, no_checksums: bool = False
+        self,
+        upstream: str,
+        every: int = 3,
+        deny: bool = False,
+        no_checksums: bool = False,
+        write_delay: float = 0.0,
     ):
         self.upstream = urlparse(upstream)
         self.every = every  # 0: no faults
         self.deny = deny
         self.no_checksums = no_checksums
+        self.write_delay = write_delay
         self.lock = threading.Lock()
         self.requests = 0
         self.gets: list[str] = []  # paths of the GET requests forwarded
@@ -100,6 +108,8 @@ class FaultyS3:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 fault = proxy._decide(self.command)
+                if proxy.write_delay and self.command in ("PUT", "POST"):
+                    time.sleep(proxy.write_delay)
                 if fault == "deny":
                     return self._answer(403, DENIED, [("Content-Type", "application/xml")])
                 if fault == "slowdown":
