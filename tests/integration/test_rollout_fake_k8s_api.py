@@ -425,3 +425,39 @@ def test_apply_mode_abort_removes_the_canary_from_the_live_inference_service(
     assert "canaryTrafficPercent" not in live["spec"]["predictor"], live["spec"]
     assert live["spec"]["predictor"]["model"]["storageUri"].endswith(f"/{c.kname}/1/")
     assert _history(client, c.name)[-1]["action"] == "rollout-abort"
+
+
+@pytest.mark.parametrize(
+    "manual, why",
+    [
+        (("--from-alias", "{canary}"), "became champion outside the rollout"),
+        (("--version", "2", "--canary", "30"), "canary traffic set to 30% outside the rollout"),
+    ],
+)
+def test_manual_promote_during_a_rollout_wins(
+    scope, client, register, k8s_api, exporter, prometheus, manual, why
+):
+    """A person's `bridge promote` while step 1 bakes: the rollout records `overridden`
+    with what it saw, exits 1, and does not undo or repeat the promotion (real model
+    versions: promote checks their artifacts)."""
+    name = unique("ro-p")
+    assert register(name, 2) == ["1", "2"]
+    canary = _wire(scope, client, k8s_api, exporter, prometheus, name)
+    canary.env["BRIDGE_ROLLOUT_BAKE"] = "120"  # the promote lands while step 1 bakes
+    proc = _start(scope, canary)
+    _wait_for_percent(client, canary.name, "10", proc)
+    args = [a.format(canary=scope.alias + "-canary") for a in manual]
+    r = scope.run("promote", canary.name, *args, env=canary.env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, (out, err)
+    assert "overridden" in out and why in out, out
+    tags = _model(client, canary.name)[1]
+    state = json.loads(tags["bridge.rollout"])
+    assert state["status"] == "overridden" and why in state["reason"]
+    actions = [e["action"] for e in _history(client, canary.name)]
+    assert not [a for a in actions if a.startswith("rollout-")], actions
+    if manual[0] == "--from-alias":
+        assert _model(client, canary.name)[0].get(scope.alias) == "2"
+    else:
+        assert tags["bridge.canary-traffic-percent"] == "30"
