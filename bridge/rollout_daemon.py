@@ -16,7 +16,7 @@ from bridge.errors import BridgeError
 log = logging.getLogger(__name__)
 
 # Decisions that change what should be served.
-_CHANGES = {ro.START, ro.ADVANCE, ro.SET_TRAFFIC, ro.COMPLETE_NOW, ro.ABORT_NOW}
+CHANGES = {ro.START, ro.ADVANCE, ro.SET_TRAFFIC, ro.COMPLETE_NOW, ro.ABORT_NOW}
 
 
 class RolloutLoop:
@@ -56,6 +56,6 @@ class RolloutLoop:
             self.daemon.metrics.observe_rollout(result)
             if result.view is not None:
                 self.views[model] = result.view
-            if result.decision.kind in _CHANGES:
+            if result.decision.kind in CHANGES:
                 log.info("%s", result.line)
                 self.daemon.queue.put(model)

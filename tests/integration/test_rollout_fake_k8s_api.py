@@ -24,6 +24,8 @@ import pytest
 import yaml
 
 from bridge.names import k8s_name
+from bridge.serving import ANNOTATION_PREFIX
+from tests.fake_k8s_api import controller_status
 from tests.integration import prometheus_support
 from tests.integration.conftest import unique
 from tests.integration.daemon_helpers import start_daemon, wait_until
@@ -319,3 +321,143 @@ def test_a_step_is_judged_only_once_the_inference_service_serves_it(scope, clien
     assert proc.returncode == 0, (out, err)
     assert "waiting for the InferenceService to serve 50% (it serves 10%)" in out
     assert client.get_registered_model(canary.name).aliases.get(scope.alias) == "2"
+
+
+def _live_champion(scope, client, register, k8s_api, exporter, prometheus):
+    """Champion v1 applied to the fake API and Ready with its first revision rolled out
+    (the status KServe's controller writes: the champion-first gate lets a canary in),
+    then canary v2 set: the start of an apply-mode rollout."""
+    name = unique("ro-a")
+    assert register(name, 2) == ["1", "2"]
+    c = _wire(scope, client, k8s_api, exporter, prometheus, name)
+    client.delete_registered_model_alias(name, scope.alias + "-canary")
+    k8s_api.reset()  # _wire's hand-made object is not bridge's: let `sync --apply` create it
+    c.env.update({"BRIDGE_ROLLOUT_BAKE": "2", "BRIDGE_ROLLOUT_GRACE": "2"})
+    r = scope.run("sync", "--once", "--apply", "--model", name, env=c.env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    kname = k8s_name(name)
+    isvc = _live(k8s_api, kname)
+    status = controller_status(isvc)["status"]
+    status["components"]["predictor"].update(
+        {"latestReadyRevision": c.rev1, "latestRolledoutRevision": c.rev1}
+    )
+    k8s_api.set_inference_service_status(NS, kname, status)
+    client.set_registered_model_alias(name, scope.alias + "-canary", "2")
+    c.kname, c.status = kname, status
+    return c
+
+
+def _live(k8s_api, kname):
+    return next(
+        o
+        for o in k8s_api.objects("InferenceService").values()
+        if o["metadata"]["name"] == kname and o["metadata"]["namespace"] == NS
+    )
+
+
+def _split(k8s_api, c):
+    """KServe's controller once the canary's revision is ready: traffic is split between
+    latestReadyRevision (the canary) and previousRolledoutRevision (the champion)."""
+    status = json.loads(json.dumps(c.status))
+    status["components"]["predictor"].update(
+        {
+            "latestReadyRevision": c.rev2,
+            "latestCreatedRevision": c.rev2,
+            "previousRolledoutRevision": c.rev1,
+        }
+    )
+    k8s_api.set_inference_service_status(NS, c.kname, status)
+
+
+def test_apply_mode_rollout_patches_the_live_inference_service_step_by_step(
+    scope, client, register, k8s_api, exporter, prometheus
+):
+    """`bridge rollout --watch --apply` (no daemon, no `bridge sync`): each step's sync
+    pass applies the InferenceService, so the fake API's object shows
+    canaryTrafficPercent 10, then 50, then no canary with v2 as the champion."""
+    c = _live_champion(scope, client, register, k8s_api, exporter, prometheus)
+    proc = _start(scope, c, "--apply")
+    seen = []
+
+    def served():
+        predictor = _live(k8s_api, c.kname)["spec"]["predictor"]
+        percent = predictor.get("canaryTrafficPercent")
+        if not seen or seen[-1] != percent:
+            seen.append(percent)
+            if percent == 10:
+                _split(k8s_api, c)
+        return percent
+
+    try:
+        wait_until(lambda: served() == 10, 60, "the live object never showed 10%")
+        wait_until(lambda: served() == 50, 60, "the live object never showed 50%")
+        wait_until(lambda: served() is None, 60, "the live object kept its canary")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, (out, err)
+    assert seen[-3:] == [10, 50, None], seen
+    predictor = _live(k8s_api, c.kname)["spec"]["predictor"]
+    assert predictor["model"]["storageUri"].endswith(f"/{c.kname}/2/")
+    annotations = _live(k8s_api, c.kname)["metadata"].get("annotations") or {}
+    assert ANNOTATION_PREFIX + "canary-version" not in annotations, annotations
+    assert client.get_registered_model(c.name).aliases.get(scope.alias) == "2"
+
+
+def test_apply_mode_abort_removes_the_canary_from_the_live_inference_service(
+    scope, client, register, k8s_api, exporter, prometheus
+):
+    c = _live_champion(scope, client, register, k8s_api, exporter, prometheus)
+    exporter.set(NS, c.name, c.rev2, error_ratio=0.3)
+    proc = _start(scope, c, "--apply")
+    try:
+        wait_until(
+            lambda: _live(k8s_api, c.kname)["spec"]["predictor"].get("canaryTrafficPercent") == 10,
+            60,
+            "the live object never showed 10%",
+        )
+        _split(k8s_api, c)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, (out, err)
+    live = _live(k8s_api, c.kname)
+    assert "canaryTrafficPercent" not in live["spec"]["predictor"], live["spec"]
+    assert live["spec"]["predictor"]["model"]["storageUri"].endswith(f"/{c.kname}/1/")
+    assert _history(client, c.name)[-1]["action"] == "rollout-abort"
+
+
+@pytest.mark.parametrize(
+    "manual, why",
+    [
+        (("--from-alias", "{canary}"), "became champion outside the rollout"),
+        (("--version", "2", "--canary", "30"), "canary traffic set to 30% outside the rollout"),
+    ],
+)
+def test_manual_promote_during_a_rollout_wins(
+    scope, client, register, k8s_api, exporter, prometheus, manual, why
+):
+    """A person's `bridge promote` while step 1 bakes: the rollout records `overridden`
+    with what it saw, exits 1, and does not undo or repeat the promotion (real model
+    versions: promote checks their artifacts)."""
+    name = unique("ro-p")
+    assert register(name, 2) == ["1", "2"]
+    canary = _wire(scope, client, k8s_api, exporter, prometheus, name)
+    canary.env["BRIDGE_ROLLOUT_BAKE"] = "120"  # the promote lands while step 1 bakes
+    proc = _start(scope, canary)
+    _wait_for_percent(client, canary.name, "10", proc)
+    args = [a.format(canary=scope.alias + "-canary") for a in manual]
+    r = scope.run("promote", canary.name, *args, env=canary.env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, (out, err)
+    assert "overridden" in out and why in out, out
+    tags = _model(client, canary.name)[1]
+    state = json.loads(tags["bridge.rollout"])
+    assert state["status"] == "overridden" and why in state["reason"]
+    actions = [e["action"] for e in _history(client, canary.name)]
+    assert not [a for a in actions if a.startswith("rollout-")], actions
+    if manual[0] == "--from-alias":
+        assert _model(client, canary.name)[0].get(scope.alias) == "2"
+    else:
+        assert tags["bridge.canary-traffic-percent"] == "30"
