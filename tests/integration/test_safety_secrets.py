@@ -100,4 +100,10 @@ def test_serving_account_never_carries_endpoint_userinfo(scope, register, client
     for text in files.values():
         _assert_clean(text)
         assert KEY_ID not in text
-    assert "serving.kserve.io/s3-endpoint: minio.minio.svc:9000" in accounts[0]
+    assert "s3-endpoint" not in accounts[0]  # KServe reads it from the Secret
+    # ... which `bridge credentials` prints: the endpoint without its userinfo.
+    secret = scope.run("credentials", "--namespace", "default", env=env)
+    assert secret.returncode == 0, secret.stderr
+    _assert_clean(secret.stdout, secret.stderr)
+    assert KEY_ID not in secret.stdout
+    assert "serving.kserve.io/s3-endpoint: minio.minio.svc:9000" in secret.stdout
