@@ -34,6 +34,23 @@ def stack_env(stack) -> dict[str, str]:
     return stack.env()
 
 
+def kserve_download(storage_uri: str, dest: Path, env: dict[str, str]) -> None:
+    """Download as KServe's storage initializer does: its own code, in a fresh process
+    (as in the init container) with only the given environment and a bare PATH."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from kserve_storage import Storage; Storage.download(*sys.argv[1:])",
+            storage_uri,
+            str(dest),
+        ],
+        env={**env, "PATH": "/usr/bin:/bin"},
+        check=True,
+        capture_output=True,
+    )
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 
 import pytest
 import yaml
 
 from bridge.names import k8s_name
 
-from .conftest import unique
+from .conftest import kserve_download, unique
 
 pytestmark = pytest.mark.integration
 
@@ -79,18 +77,7 @@ def test_empty_file_is_named_warned_once_per_version_and_refused(
     assert any(f"{empty} is empty (0 bytes)" in w for w in r["warnings"]), r["warnings"]
     storage_uri = _doc(scope.output_dir, model)["spec"]["predictor"]["model"]["storageUri"]
     dest = tmp_path / "mnt-models"
-    subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from kserve_storage import Storage; Storage.download(*sys.argv[1:])",
-            storage_uri,
-            str(dest),
-        ],
-        env={**scope.env, "PATH": "/usr/bin:/bin"},
-        check=True,
-        capture_output=True,
-    )
+    kserve_download(storage_uri, dest, scope.env)
     assert (dest / "MLmodel").exists() and (dest / "code/features/scale.py").exists()
     assert not (dest / empty).exists()
 

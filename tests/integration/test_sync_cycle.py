@@ -9,7 +9,7 @@ import yaml
 
 from bridge.names import k8s_name
 
-from .conftest import unique
+from .conftest import kserve_download, unique
 
 pytestmark = pytest.mark.integration
 
@@ -104,8 +104,6 @@ def test_kserve_storage_initializer_downloads_what_bridge_published(
 ):
     """KServe's own downloader (run as in its init container: a fresh process with the
     S3 endpoint in AWS_ENDPOINT_URL) fetches the storageUri, and pyfunc serves it."""
-    import subprocess
-    import sys
 
     import mlflow
     import numpy as np
@@ -118,18 +116,7 @@ def test_kserve_storage_initializer_downloads_what_bridge_published(
     _, isvc = _manifest(scope, model)
     storage_uri = isvc["spec"]["predictor"]["model"]["storageUri"]
     dest = tmp_path / "mnt-models"
-    subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from kserve_storage import Storage; Storage.download(*sys.argv[1:])",
-            storage_uri,
-            str(dest),
-        ],
-        env={**scope.env, "PATH": "/usr/bin:/bin"},
-        check=True,
-        capture_output=True,
-    )
+    kserve_download(storage_uri, dest, scope.env)
     example = Model.load(str(dest)).load_input_example(str(dest))
     served = mlflow.pyfunc.load_model(str(dest)).predict(example)
     original = mlflow.pyfunc.load_model(f"models:/{model}/{v}").predict(example)
