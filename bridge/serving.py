@@ -25,6 +25,7 @@ import yaml
 
 from bridge import MANAGED_BY
 from bridge.overrides import ServingSpec
+from bridge.redact import strip_userinfo
 
 API_VERSION = "serving.kserve.io/v1beta1"
 ANNOTATION_PREFIX = "mlflow-kubeflow-bridge.io/"
@@ -257,11 +258,8 @@ def s3_annotations(opts: ServingOptions) -> dict[str, str]:
     if opts.s3_endpoint_url:
         url = urlsplit(opts.s3_endpoint_url)
         # host[:port][/path] only: never userinfo, which would put a credential in an annotation.
-        host = url.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        port = f":{url.port}" if url.port else ""
-        annotations[S3_ANNOTATION_PREFIX + "endpoint"] = host + port + url.path.rstrip("/")
+        host = strip_userinfo(url.netloc).lower()
+        annotations[S3_ANNOTATION_PREFIX + "endpoint"] = host + url.path.rstrip("/")
         annotations[S3_ANNOTATION_PREFIX + "usehttps"] = "1" if url.scheme == "https" else "0"
     else:
         annotations[S3_ANNOTATION_PREFIX + "usehttps"] = "1"
