@@ -138,11 +138,21 @@ def prometheus_binary() -> str | None:
     return found or ("/usr/bin/prometheus" if os.path.exists("/usr/bin/prometheus") else None)
 
 
-def start_prometheus(binary: str, exporter_port: int, d: Path) -> tuple[subprocess.Popen, str]:
-    """A real Prometheus scraping ``127.0.0.1:exporter_port`` every second; (process, URL)."""
+def start_prometheus(
+    binary: str, exporter_port: int, d: Path, rules: str | None = None
+) -> tuple[subprocess.Popen, str]:
+    """A real Prometheus scraping ``127.0.0.1:exporter_port`` every second; (process, URL).
+
+    ``rules``: the text of a rule file, evaluated every second as well.
+    """
+    rule_files = ""
+    if rules is not None:
+        (d / "rules.yml").write_text(rules)
+        rule_files = f"rule_files:\n  - {d / 'rules.yml'}\n"
     (d / "prometheus.yml").write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        "scrape_configs:\n  - job_name: queue-proxy\n"
+        + rule_files
+        + "scrape_configs:\n  - job_name: queue-proxy\n"
         f"    static_configs:\n      - targets: ['127.0.0.1:{exporter_port}']\n"
     )
     port = _free_port()
