@@ -3,4 +3,4 @@
 __version__ = "0.1.0"
 
 # Label value that marks every resource and file bridge owns; pruning keys on it.
-MANAGED_BY = "mlflow-kubeflow-bridge"
+from bridge.keys import MANAGED_BY  # noqa: F401 - re-exported

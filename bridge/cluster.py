@@ -19,11 +19,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bridge import MANAGED_BY
 from bridge.errors import BridgeError, CheckFailed
+from bridge.keys import MANAGED_BY, MANAGED_BY_LABEL
 from bridge.kube import INFERENCE_SERVICE, Forbidden, KubeClient, kind_of
 from bridge.prune_guard import RemovalPolicy
-from bridge.serving import MANAGED_BY_LABEL
 
 log = logging.getLogger(__name__)
 

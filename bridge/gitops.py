@@ -14,8 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from bridge import MANAGED_BY
-from bridge.serving import MANAGED_BY_LABEL
+from bridge.keys import MANAGED_BY, MANAGED_BY_LABEL
 
 KUSTOMIZATION = "kustomization.yaml"
 _OWNED_MARK = f"{MANAGED_BY_LABEL}: {MANAGED_BY}"

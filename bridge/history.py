@@ -21,7 +21,7 @@ import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from bridge.overrides import HISTORY_TAG as HISTORY_TAG  # re-exported: history.HISTORY_TAG
+from bridge.keys import HISTORY_TAG as HISTORY_TAG  # re-exported: history.HISTORY_TAG
 
 FORMAT = 1
 MAX_REASON = 500

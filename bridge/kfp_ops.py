@@ -22,6 +22,7 @@ from pathlib import Path
 
 from bridge import __version__
 from bridge.errors import CheckFailed, InternalError, PermanentError, TemporaryError, UsageError
+from bridge.keys import KFP_TAG_PREFIX, SOURCE_RUN_TAG
 from bridge.kfp_run import KfpLineage, configure_tracking, mlflow_run, task_guard
 from bridge.log import redact
 from bridge.settings import Settings, load_settings
@@ -36,8 +37,8 @@ IMAGE_REPOSITORY = "ghcr.io/mlflow-kubeflow-bridge/bridge-kfp"
 DATASETS = ("iris", "wine", "breast_cancer")
 
 # Lineage tags copied from the training run onto the registered model version.
-LINEAGE_TAG_PREFIX = "kfp."
-TAG_SOURCE_RUN = "bridge.source_run_id"
+LINEAGE_TAG_PREFIX = KFP_TAG_PREFIX
+TAG_SOURCE_RUN = SOURCE_RUN_TAG
 
 
 def component_image(version: str = __version__) -> str:

@@ -53,7 +53,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bridge import __version__
+from bridge import __version__, keys
 from bridge.errors import TemporaryError
 from bridge.log import redact
 from bridge.settings import Settings, load_settings
@@ -66,14 +66,14 @@ PIPELINE_JOB_NAME_PLACEHOLDER = "{{$.pipeline_job_name}}"
 PIPELINE_JOB_ID_PLACEHOLDER = "{{$.pipeline_job_uuid}}"
 PIPELINE_TASK_NAME_PLACEHOLDER = "{{$.pipeline_task_name}}"
 
-TAG_PIPELINE_NAME = "kfp.pipeline_name"
-TAG_RUN_ID = "kfp.run_id"
-TAG_RUN_NAME = "kfp.run_name"
-TAG_TASK_NAME = "kfp.task_name"
-TAG_POD_NAME = "kfp.pod_name"
-TAG_COMPONENT = "kfp.component"
-TAG_COMPONENT_VERSION = "kfp.component_version"
-TAG_FAILURE = "bridge.kfp.failure"
+TAG_PIPELINE_NAME = keys.KFP_PIPELINE_NAME_TAG
+TAG_RUN_ID = keys.KFP_RUN_ID_TAG
+TAG_RUN_NAME = keys.KFP_RUN_NAME_TAG
+TAG_TASK_NAME = keys.KFP_TASK_NAME_TAG
+TAG_POD_NAME = keys.KFP_POD_NAME_TAG
+TAG_COMPONENT = keys.KFP_COMPONENT_TAG
+TAG_COMPONENT_VERSION = keys.KFP_COMPONENT_VERSION_TAG
+TAG_FAILURE = keys.KFP_FAILURE_TAG
 
 DEFAULT_EXPERIMENT = "kubeflow-pipelines"
 

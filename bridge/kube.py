@@ -22,8 +22,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from bridge import MANAGED_BY
 from bridge.errors import BridgeError, CheckFailed, PermanentError, TemporaryError, UsageError
+from bridge.keys import MANAGED_BY
 from bridge.log import redact
 
 log = logging.getLogger(__name__)

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bridge.errors import PermanentError, TemporaryError
+from bridge.keys import LEADER_URL_ANNOTATION
 
 log = logging.getLogger(__name__)
 
-LEADER_URL_ANNOTATION = "mlflow-kubeflow-bridge.io/leader-url"
 # The verbs this module sends to the API server, checked against the Role by the tests.
 LEASE_VERBS = frozenset({"get", "create", "update"})
 

@@ -14,16 +14,17 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from bridge.errors import CheckFailed
+from bridge.keys import (
+    HISTORY_TAG,
+    LOCK_TAG,
+    ROLLOUT_BAKE_TAG,
+    ROLLOUT_STEPS_TAG,
+    ROLLOUT_TAG,
+    TAG_PREFIX,
+)
 
-TAG_PREFIX = "bridge."
-# Tags bridge writes for its own bookkeeping (promotion history and lock); they share
-# the namespace with the serving overrides below but are not overrides.
-HISTORY_TAG = TAG_PREFIX + "history"
-LOCK_TAG = TAG_PREFIX + "lock"
-# The rollout's state and its per-model plan are read by bridge.rollout_driver, not here.
-ROLLOUT_TAG = TAG_PREFIX + "rollout"
-ROLLOUT_STEPS_TAG = TAG_PREFIX + "rollout-steps"
-ROLLOUT_BAKE_TAG = TAG_PREFIX + "rollout-bake"
+# Tags bridge writes for its own bookkeeping (promotion history, lock, rollout state and
+# plan) share the namespace with the serving overrides below but are not overrides.
 BOOKKEEPING_TAGS = frozenset(
     {HISTORY_TAG, LOCK_TAG, ROLLOUT_TAG, ROLLOUT_STEPS_TAG, ROLLOUT_BAKE_TAG}
 )

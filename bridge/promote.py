@@ -24,13 +24,11 @@ from dataclasses import dataclass, field
 from bridge import gates as g
 from bridge import history
 from bridge.errors import BridgeError, CheckFailed, PermanentError, UsageError
-from bridge.overrides import LOCK_TAG, TAG_PREFIX
+from bridge.keys import CANARY_TRAFFIC_TAG, LOCK_TAG
 from bridge.registry import ModelVersionInfo, NotFound, PromotionRegistry, tag_value_limit
 from bridge.settings import Settings
 
 log = logging.getLogger(__name__)
-
-CANARY_TRAFFIC_TAG = TAG_PREFIX + "canary-traffic-percent"
 
 
 @dataclass(frozen=True)
@@ -341,8 +339,9 @@ def _integrity_gate(settings: Settings, info: ModelVersionInfo) -> g.GateResult:
     name = "artifact-integrity"
     if not settings.target_uri:
         return g.skipped(name, "BRIDGE_TARGET_URI is not set; no published copy to check")
+    from bridge.keys import MARKER_NAME
     from bridge.names import k8s_name
-    from bridge.publish import MARKER_NAME, Publisher
+    from bridge.publish import Publisher
     from bridge.store import Store
 
     publisher = Publisher(Store(settings))

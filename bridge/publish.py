@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 import yaml
 
 from bridge.errors import BridgeError, CheckFailed, TemporaryError
+from bridge.keys import MARKER_NAME
 from bridge.progress import Progress, is_live
 from bridge.registry import ArtifactFile, ArtifactSource, ModelVersionInfo
 from bridge.runtime_fit import NEEDS_FILES, ModelNeeds
@@ -36,7 +37,6 @@ from bridge.transfer import Engine, TransferOptions
 
 log = logging.getLogger(__name__)
 
-MARKER_NAME = ".bridge-manifest.json"
 MARKER_FORMAT = 1
 # Model files copied into the marker (for the runtime-fit check) only up to this size.
 NEEDS_LIMIT = 64 * 1024

@@ -17,7 +17,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 
 from bridge.errors import UsageError
-from bridge.overrides import ROLLOUT_BAKE_TAG, ROLLOUT_STEPS_TAG, ROLLOUT_TAG
+from bridge.keys import ROLLOUT_BAKE_TAG, ROLLOUT_STEPS_TAG, ROLLOUT_TAG
 
 RUNNING, COMPLETE, ABORTED, OVERRIDDEN = "running", "complete", "aborted", "overridden"
 TERMINAL = (COMPLETE, ABORTED, OVERRIDDEN)

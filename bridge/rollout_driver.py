@@ -18,9 +18,9 @@ from bridge import guards as gd
 from bridge import history
 from bridge import rollout as ro
 from bridge.errors import TemporaryError, UsageError
+from bridge.keys import CANARY_TRAFFIC_TAG, ROLLOUT_TAG
 from bridge.names import k8s_name
-from bridge.overrides import ROLLOUT_TAG
-from bridge.promote import CANARY_TRAFFIC_TAG, Lease, _record
+from bridge.promote import Lease, _record
 from bridge.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -23,17 +23,21 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from bridge import MANAGED_BY
+from bridge import keys
+from bridge.keys import (
+    ANNOTATION_PREFIX,
+    CANARY_STATE_ANNOTATION,
+    DEPLOYMENT_MODE_ANNOTATION,
+    IRSA_ANNOTATION,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    PART_OF_LABEL,
+    S3_ANNOTATION_PREFIX,
+)
 from bridge.overrides import ServingSpec
 from bridge.redact import strip_userinfo
 
 API_VERSION = "serving.kserve.io/v1beta1"
-ANNOTATION_PREFIX = "mlflow-kubeflow-bridge.io/"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-PART_OF_LABEL = "app.kubernetes.io/part-of"
-DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
-IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
-S3_ANNOTATION_PREFIX = "serving.kserve.io/s3-"
 # KServe's shipped inferenceservice-config (credentials.s3.s3AccessKeyIDName /
 # s3SecretAccessKeyName); the controller's built-in fallback is awsAccessKeyID/awsSecretAccessKey.
 DEFAULT_ACCESS_KEY_ID_NAME = "AWS_ACCESS_KEY_ID"
@@ -91,16 +95,16 @@ def lineage_annotations(
 ) -> dict[str, str]:
     p = ANNOTATION_PREFIX + prefix
     annotations = {
-        p + "version": v.version,
-        p + "alias": alias,
-        p + "source-uri": v.source_uri,
-        p + "content-digest": v.digest,
-        p + "storage-uri": v.storage_uri,
+        p + keys.VERSION_SUFFIX: v.version,
+        p + keys.ALIAS_SUFFIX: alias,
+        p + keys.SOURCE_URI_SUFFIX: v.source_uri,
+        p + keys.CONTENT_DIGEST_SUFFIX: v.digest,
+        p + keys.STORAGE_URI_SUFFIX: v.storage_uri,
     }
     if not prefix:
-        annotations[p + "registered-model"] = model_name
+        annotations[p + keys.REGISTERED_MODEL_SUFFIX] = model_name
     if v.run_id:
-        annotations[p + "run-id"] = v.run_id
+        annotations[p + keys.RUN_ID_SUFFIX] = v.run_id
     return annotations
 
 
@@ -122,7 +126,7 @@ STANDARD_MODE = "Standard"
 RAW_MODES = (STANDARD_MODE, "RawDeployment")
 # predictor.name of the canary in Standard mode: its Deployment is <isvc>-canary-predictor.
 CANARY_PREDICTOR_NAME = "canary"
-CANARY_STATE = ANNOTATION_PREFIX + "canary-state"
+CANARY_STATE = CANARY_STATE_ANNOTATION
 
 
 def waiting_note(canary_version: str) -> str:
@@ -150,7 +154,9 @@ def inference_service(d: DesiredService, opts: ServingOptions) -> dict:
         canary = None
     if canary is not None:
         annotations.update(
-            lineage_annotations(d.model_name, d.canary_alias or "", canary, prefix="canary-")
+            lineage_annotations(
+                d.model_name, d.canary_alias or "", canary, prefix=keys.CANARY_PREFIX
+            )
         )
         if spec.deployment_mode == STANDARD_MODE:
             # KServe >= 0.20: a second Deployment for the canary, weighted by the
@@ -218,12 +224,12 @@ def champion_served(previous: dict | None, champion_uri: str, *, live: bool) -> 
         return "the InferenceService does not exist yet" if live else "it was not emitted yet"
     ann = (previous.get("metadata") or {}).get("annotations") or {}
     predictor = (previous.get("spec") or {}).get("predictor") or {}
-    serves = ann.get(ANNOTATION_PREFIX + "storage-uri") or (predictor.get("model") or {}).get(
-        "storageUri"
-    )
+    serves = ann.get(ANNOTATION_PREFIX + keys.STORAGE_URI_SUFFIX) or (
+        predictor.get("model") or {}
+    ).get("storageUri")
     if serves != champion_uri:
         return f"it serves {serves or 'nothing'}, not the champion's {champion_uri} yet"
-    if ANNOTATION_PREFIX + "canary-version" in ann or not live:
+    if ANNOTATION_PREFIX + keys.CANARY_PREFIX + keys.VERSION_SUFFIX in ann or not live:
         return None
     status = read_status(previous)
     if status is None:

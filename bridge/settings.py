@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from bridge import keys
 from bridge.errors import UsageError
 
 # MLflow aliases: letters, digits, '_' and '-', not a version-like "v<digits>".
@@ -150,9 +151,11 @@ class Settings:
         "AWS named profile (standard AWS config/credentials files) for the target store; "
         "empty: the default credential chain.",
     )
-    alias: str = _setting("champion", ("BRIDGE_ALIAS",), "Registry alias that approves a version.")
+    alias: str = _setting(
+        keys.DEFAULT_ALIAS, ("BRIDGE_ALIAS",), "Registry alias that approves a version."
+    )
     canary_alias: str = _setting(
-        "challenger", ("BRIDGE_CANARY_ALIAS",), "Registry alias of the canary version."
+        keys.DEFAULT_CANARY_ALIAS, ("BRIDGE_CANARY_ALIAS",), "Registry alias of the canary version."
     )
     stage: str | None = _setting(
         None,

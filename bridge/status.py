@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from bridge import MANAGED_BY
+from bridge import keys
+from bridge.keys import ANNOTATION_PREFIX, MANAGED_BY, MANAGED_BY_LABEL
 from bridge.kserve_status import (
     FAILED_TO_LOAD,
     NOT_READY,
@@ -39,7 +40,6 @@ from bridge.kserve_status import (
 )
 from bridge.names import k8s_name
 from bridge.rollout import view_from_tags
-from bridge.serving import ANNOTATION_PREFIX, MANAGED_BY_LABEL
 from bridge.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,10 +57,11 @@ FAILING_STATES = frozenset({DRIFTED, BROKEN})
 SERVING_STATES = (SERVING, NOT_READY, FAILED_TO_LOAD)
 FAILING_SERVING_STATES = frozenset({NOT_READY, FAILED_TO_LOAD})
 
-# Run tags the KFP components write (lineage from a pipeline run to an MLflow run).
-KFP_PIPELINE_RUN_ID = "kfp.pipeline_run_id"
-KFP_PIPELINE_NAME = "kfp.pipeline_name"
-KFP_TASK_NAME = "kfp.task_name"
+# Run tags the KFP components write (lineage from a pipeline run to an MLflow run):
+# the keys of bridge.kfp_run's writer, so reader and writer cannot disagree.
+KFP_PIPELINE_RUN_ID = keys.KFP_RUN_ID_TAG
+KFP_PIPELINE_NAME = keys.KFP_PIPELINE_NAME_TAG
+KFP_TASK_NAME = keys.KFP_TASK_NAME_TAG
 KFP_TAGS = (KFP_PIPELINE_RUN_ID, KFP_PIPELINE_NAME, KFP_TASK_NAME)
 
 DEFAULT_WORKERS = 8
@@ -331,19 +332,20 @@ def served_refs_from_resource(
             source=source,
             location=location,
             k8s_name=str(meta.get("name") or ""),
-            registered_model=a("registered-model"),
-            alias=a(prefix + "alias"),
-            version=a(prefix + "version"),
+            registered_model=a(keys.REGISTERED_MODEL_SUFFIX),
+            alias=a(prefix + keys.ALIAS_SUFFIX),
+            version=a(prefix + keys.VERSION_SUFFIX),
             storage_uri=storage_uri,
-            digest=a(prefix + "content-digest"),
-            run_id=a(prefix + "run-id"),
-            canary_state=a("canary-state") if not prefix else None,
+            digest=a(prefix + keys.CONTENT_DIGEST_SUFFIX),
+            run_id=a(prefix + keys.RUN_ID_SUFFIX),
+            canary_state=a(keys.CANARY_STATE_SUFFIX) if not prefix else None,
             live=status if not prefix else None,
         )
 
-    refs = [ref("", a("storage-uri") or model.get("storageUri"))]
-    if a("canary-version") is not None:
-        refs.append(ref("canary-", a("canary-storage-uri")))
+    canary = keys.CANARY_PREFIX
+    refs = [ref("", a(keys.STORAGE_URI_SUFFIX) or model.get("storageUri"))]
+    if a(canary + keys.VERSION_SUFFIX) is not None:
+        refs.append(ref(canary, a(canary + keys.STORAGE_URI_SUFFIX)))
     return refs
 
 
@@ -455,7 +457,8 @@ def inspect_version(
     size (one listing, or ``keys`` when the caller listed already); with
     ``verify`` every file is read back and re-hashed.
     """
-    from bridge.publish import MARKER_NAME, parse_marker
+    from bridge.keys import MARKER_NAME
+    from bridge.publish import parse_marker
 
     prefix = f"{store.prefix}{k8s}/{version}/"
     uri = store.uri(prefix)

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from bridge.lease import LEADER_URL_ANNOTATION, LeaderElector, LeaseLock
+from bridge.keys import LEADER_URL_ANNOTATION
+from bridge.lease import LeaderElector, LeaseLock
 from tests.fake_k8s_api import FakeKubeAPI
 
 pytestmark = pytest.mark.fake_k8s_api

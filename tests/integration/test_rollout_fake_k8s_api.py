@@ -23,8 +23,8 @@ import time
 import pytest
 import yaml
 
+from bridge.keys import ANNOTATION_PREFIX
 from bridge.names import k8s_name
-from bridge.serving import ANNOTATION_PREFIX
 from tests.fake_k8s_api import controller_status
 from tests.integration import prometheus_support
 from tests.integration.conftest import unique

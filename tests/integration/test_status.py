@@ -13,6 +13,7 @@ from html.parser import HTMLParser
 import pytest
 import yaml
 
+from bridge.kfp_run import KfpLineage
 from bridge.names import k8s_name
 
 from .conftest import unique
@@ -39,9 +40,10 @@ def test_pending_in_sync_drifted_orphaned_with_lineage(scope, register, client):
     model = unique("st-life")
     v1, v2 = register(model, 2)
     run_id = client.get_model_version(model, v1).run_id
-    client.set_tag(run_id, "kfp.pipeline_run_id", "pr-1234")
-    client.set_tag(run_id, "kfp.pipeline_name", "train-churn")
-    client.set_tag(run_id, "kfp.task_name", "train")
+    # The lineage tags exactly as the KFP components write them (bridge.kfp_run's writer).
+    lineage = KfpLineage.resolve(pipeline_name="train-churn", run_id="pr-1234", task_name="train")
+    for key, value in lineage.tags().items():
+        client.set_tag(run_id, key, value)
 
     # Promoted, not synced: pending.
     client.set_registered_model_alias(model, scope.alias, v1)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bridge import MANAGED_BY
 from bridge.cluster import reconcile_cluster
 from bridge.errors import CheckFailed, PermanentError, UsageError
+from bridge.keys import MANAGED_BY
 from bridge.kube import FIELD_MANAGER, INFERENCE_SERVICE, KubeClient, load_api_client
 from bridge.overrides import ServingSpec
 from bridge.serving import (
