@@ -103,7 +103,12 @@ def serve(ctx, host, port, output_dir, webhook_secret_file, leader_election, **f
         from bridge.lease import LeaderElector, LeaseLock, default_identity
 
         namespace = settings.lease_namespace or settings.namespace
-        lock = LeaseLock(settings.lease_name, namespace)
+        lock = LeaseLock(
+            settings.lease_name,
+            namespace,
+            kubeconfig=settings.kubeconfig,
+            context=settings.kube_context,
+        )
         lock.api  # noqa: B018 - load the cluster configuration now: a bad one is exit 2
         elector = LeaderElector(
             lock,

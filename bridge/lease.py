@@ -26,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from bridge.errors import PermanentError, TemporaryError
-from bridge.keys import LEADER_URL_ANNOTATION
+from bridge.errors import PermanentError, TemporaryError, UsageError
+from bridge.keys import LEADER_URL_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -44,22 +44,22 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _api_client():
-    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG)."""
-    from kubernetes import client, config
+def _api_client(kubeconfig: str | None, context: str | None):
+    """The Lease API through the same loader as apply and status (bridge.kube), so
+    BRIDGE_KUBECONFIG and BRIDGE_KUBE_CONTEXT choose the cluster for both."""
+    from kubernetes import client
+
+    from bridge.kube import load_api_client
 
     try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        try:
-            config.load_kube_config()
-        except (config.ConfigException, FileNotFoundError, TypeError) as exc:
-            raise PermanentError(
-                f"no Kubernetes API configuration found for leader election: {exc}",
-                hint="run in a pod with a ServiceAccount, set KUBECONFIG, "
-                "or disable leader election with BRIDGE_LEADER_ELECTION=false",
-            ) from None
-    return client.CoordinationV1Api()
+        api_client = load_api_client(kubeconfig, context)
+    except UsageError as exc:
+        raise PermanentError(
+            f"leader election: {exc.message}",
+            hint="run in a pod with a ServiceAccount, set BRIDGE_KUBECONFIG / KUBECONFIG and "
+            "BRIDGE_KUBE_CONTEXT, or disable leader election with BRIDGE_LEADER_ELECTION=false",
+        ) from None
+    return client.CoordinationV1Api(api_client)
 
 
 @dataclass
@@ -75,15 +75,25 @@ class LeaseRecord:
 class LeaseLock:
     """Read and write one Lease object. All API errors leave as bridge errors."""
 
-    def __init__(self, name: str, namespace: str, api=None):
+    def __init__(
+        self,
+        name: str,
+        namespace: str,
+        api=None,
+        *,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+    ):
         self.name = name
         self.namespace = namespace
         self._api = api
+        self._kubeconfig = kubeconfig
+        self._context = context
 
     @property
     def api(self):
         if self._api is None:
-            self._api = _api_client()
+            self._api = _api_client(self._kubeconfig, self._context)
         return self._api
 
     def _call(self, what: str, fn, *args, missing_ok: bool = False):
@@ -139,7 +149,7 @@ class LeaseLock:
                 namespace=self.namespace,
                 resource_version=None if create else record.resource_version,
                 annotations={LEADER_URL_ANNOTATION: record.leader_url or ""},
-                labels={"app.kubernetes.io/managed-by": "mlflow-kubeflow-bridge"},
+                labels={MANAGED_BY_LABEL: MANAGED_BY},
             ),
             spec=client.V1LeaseSpec(
                 holder_identity=record.holder,

@@ -105,3 +105,44 @@ def test_two_replicas_one_leader_failover_and_release_fake_k8s_api(
     finally:
         for d in daemons:
             d.kill()
+
+
+def test_lease_uses_bridge_kubeconfig_and_context_like_apply_fake_k8s_api(
+    fake_api, scope, tmp_path
+):
+    """Leader election loads the cluster the way apply does (bridge.kube.load_api_client):
+    BRIDGE_KUBECONFIG and BRIDGE_KUBE_CONTEXT win over KUBECONFIG and its current-context.
+    Here KUBECONFIG and the file's current-context both name an unreachable server; only the
+    context bridge is told to use reaches the fake API."""
+    unreachable = {"name": "dead", "cluster": {"server": "http://127.0.0.1:9"}}
+    fake = yaml.safe_load(fake_api.write_kubeconfig(tmp_path / "fake-kc").read_text())
+    both = {
+        **fake,
+        "clusters": [*fake["clusters"], unreachable],
+        "contexts": [
+            {"name": "dead", "context": {"cluster": "dead", "user": "fake"}},
+            {"name": "lease-here", "context": {"cluster": "fake", "user": "fake"}},
+        ],
+        "current-context": "dead",
+    }
+    (tmp_path / "two-contexts").write_text(yaml.safe_dump(both))
+    dead_only = {**both, "contexts": both["contexts"][:1]}
+    (tmp_path / "dead-kc").write_text(yaml.safe_dump(dead_only))
+    env = {
+        **scope.env,
+        "KUBECONFIG": str(tmp_path / "dead-kc"),
+        "BRIDGE_KUBECONFIG": str(tmp_path / "two-contexts"),
+        "BRIDGE_KUBE_CONTEXT": "lease-here",
+        "BRIDGE_LEADER_ELECTION": "true",
+        "BRIDGE_LEASE_NAMESPACE": NS,
+        "BRIDGE_LEASE_NAME": LEASE,
+        "BRIDGE_LEASE_DURATION": str(DURATION),
+        "BRIDGE_POLL_INTERVAL": "600",
+        "BRIDGE_WEBHOOK_SECRET": SECRET,
+    }
+    d = start_daemon(env, tmp_path, "--output-dir", str(tmp_path / "out"))
+    try:
+        wait_until(lambda: _role(d) == "leader", 60, "the daemon did not take the Lease", d)
+        assert fake_api.holder(NS, LEASE) is not None
+    finally:
+        d.kill()

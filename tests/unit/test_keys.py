@@ -13,7 +13,10 @@ from bridge.kfp_run import KfpLineage
 from bridge.status import _lineage
 
 PACKAGE = Path(bridge.__file__).parent
-_SHARED = re.compile(r"^(kfp\.[a-z_]+|bridge\.[a-z][a-z_.-]*|mlflow-kubeflow-bridge\.io/.*)$")
+_SHARED = re.compile(
+    r"^(kfp\.[a-z_]+|bridge\.[a-z][a-z_.-]*|mlflow-kubeflow-bridge\.io/.*"
+    r"|app\.kubernetes\.io/(managed-by|part-of))$"
+)
 
 
 def _docstrings(tree: ast.AST) -> set[int]:
