@@ -6,91 +6,31 @@ commands that need them, so `bridge --help` starts fast.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import traceback
+from typing import NoReturn
 
 import click
 
 from bridge import __version__
+from bridge.cli_common import (
+    CONTEXT_SETTINGS,
+    Context,
+    dry_run_option,
+    kube_options,
+    models_option,
+    output_option,
+    pass_ctx,
+    print_data,
+    serving_options,
+    target_options,
+    tracking_option,
+)
 from bridge.errors import BridgeError, InternalError, UsageError
-from bridge.settings import Settings, load_settings
+from bridge.settings import Settings
 
 log = logging.getLogger("bridge")
-
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-class Context:
-    def __init__(
-        self, config: str | None, log_format: str | None, log_level: str | None, debug: bool
-    ):
-        self.config = config
-        self.flags = {"log_format": log_format, "log_level": log_level}
-        self.debug = debug
-        self._settings: Settings | None = None
-
-    def settings(self, **flags) -> Settings:
-        """Settings with this command's flags on top; logging configured from them."""
-        from bridge.log import setup_logging
-
-        merged = {**self.flags, **{k: v for k, v in flags.items() if v is not None}}
-        settings = load_settings(merged, config_file=self.config)
-        setup_logging(settings.log_format, "DEBUG" if self.debug else settings.log_level)
-        return settings
-
-
-pass_ctx = click.make_pass_decorator(Context)
-
-
-def tracking_option(f):
-    return click.option(
-        "--tracking-uri", metavar="URI", help="MLflow tracking server [env: MLFLOW_TRACKING_URI]."
-    )(f)
-
-
-def target_options(f):
-    f = click.option(
-        "--target-endpoint-url",
-        metavar="URL",
-        help="S3 endpoint of the target store [env: BRIDGE_TARGET_ENDPOINT_URL].",
-    )(f)
-    return click.option(
-        "--target-uri",
-        metavar="S3URI",
-        help="Where synced models go, s3://bucket/prefix [env: BRIDGE_TARGET_URI].",
-    )(f)
-
-
-def output_option(default: str, help: str = "Report format on stdout."):
-    """--output DEFAULT|json: every command prints for people by default, JSON for scripts."""
-    return click.option(
-        "--output",
-        type=click.Choice([default, "json"]),
-        default=default,
-        show_default=True,
-        help=help,
-    )
-
-
-def models_option(f):
-    return click.option(
-        "--model",
-        "models",
-        multiple=True,
-        metavar="NAME",
-        help="Only this registered model (repeatable).",
-    )(f)
-
-
-def serving_options(f):
-    f = click.option(
-        "--namespace", metavar="NS", help="Namespace of emitted resources [env: BRIDGE_NAMESPACE]."
-    )(f)
-    return click.option(
-        "--alias", metavar="ALIAS", help="Approval alias [env: BRIDGE_ALIAS, default: champion]."
-    )(f)
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -147,12 +87,8 @@ def cli(ctx, config, log_format, log_level, debug):
     help="Server-side apply to the cluster and prune stale bridge-owned InferenceServices "
     "[env: BRIDGE_APPLY].",
 )
-@click.option(
-    "--dry-run",
-    is_flag=True,
-    default=None,
-    help="With --apply: server-side dry run, the cluster is not changed [env: BRIDGE_DRY_RUN].",
-)
+@dry_run_option
+@kube_options
 @click.option(
     "--allow-mass-removal",
     is_flag=True,
@@ -179,7 +115,7 @@ def sync(ctx: Context, once, verify, output_dir, models, output, **flags):
     Example:
       bridge sync --once --output-dir gitops/models
       bridge sync --once --model fraud-detector --output json
-      bridge sync --once --apply --dry-run --namespace models
+      bridge sync --once --apply --dry-run=server -n models --context prod
       bridge sync --verify
     """
     settings = ctx.settings(output_dir=output_dir, **flags)
@@ -193,11 +129,12 @@ def sync(ctx: Context, once, verify, output_dir, models, output, **flags):
 @cli.command()
 @click.argument("model")
 @click.option("--version", "version", required=True, metavar="N", help="Model version to render.")
+@output_option("yaml", help="Format of the InferenceService on stdout.")
 @tracking_option
 @target_options
 @serving_options
 @pass_ctx
-def render(ctx: Context, model, version, **flags):
+def render(ctx: Context, model, version, output, **flags):
     """Print the InferenceService YAML for one model version.
 
     Reads the registry and the store only; writes nothing. A version that is
@@ -206,11 +143,19 @@ def render(ctx: Context, model, version, **flags):
     \b
     Example:
       bridge render fraud-detector --version 3
+      bridge render fraud-detector --version 3 -o json | jq .spec
     """
     settings = ctx.settings(**flags)
     from bridge.runner import render_version
 
-    click.echo(render_version(settings, model, version), nl=False)
+    text = render_version(settings, model, version)
+    if output == "json":
+        import yaml
+
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        print_data(docs[0] if len(docs) == 1 else docs, output)
+    else:
+        click.echo(text, nl=False)
     return 0
 
 
@@ -221,15 +166,16 @@ def render(ctx: Context, model, version, **flags):
 @output_option("text")
 @pass_ctx
 def config_cmd(ctx: Context, reference, output):
-    """Print the effective settings (secrets are never settings).
+    """Print the effective settings and where each came from.
 
-    Credentials inside values (the user:password@ or token@ of a URL) are
-    masked as ***.
+    Sources, highest first: a flag, an environment variable, the --config
+    file, the default. Credentials inside values (the user:password@ or
+    token@ of a URL) are masked as ***; secrets are never settings.
 
     \b
     Example:
       BRIDGE_ALIAS=prod bridge config
-      bridge config --output json
+      bridge config -o json
       bridge config --reference
     """
     if reference:
@@ -242,12 +188,15 @@ def config_cmd(ctx: Context, reference, output):
     from bridge.redact import redact_value
 
     settings = ctx.settings()
-    rows = [(row, redact_value(getattr(settings, row["name"]))) for row in settings.describe()]
-    if output == "json":
-        click.echo(json.dumps({row["name"]: value for row, value in rows}, indent=2))
+    rows = [
+        (row["name"], redact_value(getattr(settings, row["name"])), ctx.sources[row["name"]])
+        for row in settings.describe()
+    ]
+    if output in ("json", "yaml"):
+        print_data({name: {"value": v, "source": src} for name, v, src in rows}, output)
         return 0
-    for row, value in rows:
-        click.echo(f"{row['name']:22} {value!s:40} [{row['env']}]")
+    for name, value, source in rows:
+        click.echo(f"{name:22} {value!s:40} [{source}]")
     return 0
 
 
@@ -374,18 +323,38 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except ValueError as exc:
+        bad_env = _bad_mlflow_variable(exc)
+        if bad_env is None:
+            _internal_error(exc, debug)
+        _print_error(f"error: {bad_env.one_line()}", debug)
+        sys.exit(bad_env.exit_code)
     except Exception as exc:  # noqa: BLE001 - last resort: a bug, one line unless --debug
-        line = " ".join(str(exc).split()) or type(exc).__name__
-        _print_error(
-            f"error: internal error {type(exc).__name__}: {line} (a bug: rerun with --debug "
-            "and report it)",
-            debug,
-        )
-        sys.exit(InternalError.exit_code)
+        _internal_error(exc, debug)
     sys.exit(result if isinstance(result, int) else 0)
 
 
-# Commands that live in their own modules (imported last: those modules import this one).
+def _bad_mlflow_variable(exc: ValueError) -> UsageError | None:
+    """MLflow reads its MLFLOW_* variables lazily and raises a bare ValueError
+    ("Failed to convert '0.1' for MLFLOW_X: ...", mlflow/environment_variables.py): that is
+    the user's configuration, not a bug in bridge."""
+    text = " ".join(str(exc).split())
+    if text.startswith("Failed to convert") and " for MLFLOW_" in text:
+        return UsageError(text, hint="fix that MLflow environment variable")
+    return None
+
+
+def _internal_error(exc: Exception, debug: bool) -> NoReturn:
+    line = " ".join(str(exc).split()) or type(exc).__name__
+    _print_error(
+        f"error: internal error {type(exc).__name__}: {line} (a bug: rerun with --debug "
+        "and report it)",
+        debug,
+    )
+    sys.exit(InternalError.exit_code)
+
+
+# Commands that live in their own modules.
 from bridge.cli_credentials import credentials  # noqa: E402
 from bridge.cli_promote import history, promote, rollback  # noqa: E402
 from bridge.cli_rollout import rollout  # noqa: E402

@@ -12,7 +12,7 @@ import os
 
 import click
 
-from bridge.cli import Context, pass_ctx, target_options
+from bridge.cli_common import Context, pass_ctx, target_options
 from bridge.errors import UsageError
 
 KEY_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")

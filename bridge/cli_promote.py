@@ -6,14 +6,20 @@ Never prompts; colour only on a terminal (and never with NO_COLOR set).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 
 import click
 
-from bridge.cli import output_option, pass_ctx, target_options, tracking_option
+from bridge.cli_common import (
+    DATA_FORMATS,
+    output_option,
+    pass_ctx,
+    print_data,
+    target_options,
+    tracking_option,
+)
 from bridge.errors import BridgeError, UsageError
 
 _STYLE = {
@@ -205,16 +211,16 @@ def promote(
             error=exc,
             message=exc.one_line(),
         )
-        if output == "json":
-            click.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True))
+        if output in DATA_FORMATS:
+            print_data(result.as_dict(), output)
         if junit:
             _write_junit(junit, [], suite, exc.one_line())
         raise
     error = result.error.one_line() if result.error else None
     if junit:
         _write_junit(junit, result.gates, suite, error)
-    if output == "json":
-        click.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True))
+    if output in DATA_FORMATS:
+        print_data(result.as_dict(), output)
     else:
         _print_gates(result)
     if result.error is not None:
@@ -264,8 +270,8 @@ def rollback(ctx, model, alias, to, reason, output, **flags):
 
     alias = _alias(alias, settings)
     result = do_rollback(settings, PromotionRegistry(settings), model, alias, to, reason)
-    if output == "json":
-        click.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True))
+    if output in DATA_FORMATS:
+        print_data(result.as_dict(), output)
     elif result.to_version is None:
         _echo(
             f"canary of {model!r} ended: {result.alias!r} (version {result.from_version}) "
@@ -303,8 +309,8 @@ def history(ctx, model, alias, output, **flags):
     entries = read_history(PromotionRegistry(settings), model)
     if alias:
         entries = [e for e in entries if e.get("alias") == alias]
-    if output == "json":
-        click.echo(json.dumps(entries, indent=2, sort_keys=True))
+    if output in DATA_FORMATS:
+        print_data(entries, output)
         return 0
     if not entries:
         click.echo(f"no promotions of {model!r} recorded yet")

@@ -7,7 +7,17 @@ import time
 
 import click
 
-from bridge.cli import Context, pass_ctx, serving_options, target_options, tracking_option
+from bridge.cli_common import (
+    Context,
+    dry_run_option,
+    kube_options,
+    output_option,
+    pass_ctx,
+    print_data,
+    serving_options,
+    target_options,
+    tracking_option,
+)
 from bridge.errors import UsageError
 from bridge.rollout_daemon import CHANGES
 
@@ -23,12 +33,8 @@ _EXIT = {"complete": 0, "aborted": 1, "overridden": 1}
     metavar="URL",
     help="Prometheus for the guards [env: BRIDGE_PROMETHEUS_URL].",
 )
-@click.option(
-    "--output",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="A line per step for people, or one JSON object per line.",
+@output_option(
+    "text", help="A line per step for people; one JSON object per line, or a YAML document."
 )
 @click.option(
     "--output-dir",
@@ -41,8 +47,8 @@ _EXIT = {"complete": 0, "aborted": 1, "overridden": 1}
     default=None,
     help="After each step, server-side apply MODEL's InferenceService [env: BRIDGE_APPLY].",
 )
-@click.option("--kubeconfig", metavar="FILE", help="Kubeconfig [env: KUBECONFIG].")
-@click.option("--context", "kube_context", metavar="NAME", help="Kubeconfig context.")
+@dry_run_option
+@kube_options
 @tracking_option
 @target_options
 @serving_options
@@ -89,10 +95,12 @@ def rollout(ctx: Context, model, watch, output, output_dir, **flags):
         status, reason = result.view["status"], result.decision.reason
         key = (status, result.view["step"])
         if key != last_key or (reason and reason != last_reason):  # a line per step or event
+            line = {"model": model, "decision": result.decision.kind, **result.view}
             if output == "json":
-                click.echo(
-                    json.dumps({"model": model, "decision": result.decision.kind, **result.view})
-                )
+                click.echo(json.dumps(line, sort_keys=True))
+            elif output == "yaml":
+                click.echo("---")
+                print_data(line, output)
             else:
                 click.echo(result.line)
         last_key, last_reason = key, reason

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import click
 
-from bridge.cli import pass_ctx, serving_options, target_options, tracking_option
+from bridge.cli_common import (
+    kube_options,
+    pass_ctx,
+    serving_options,
+    target_options,
+    tracking_option,
+)
 from bridge.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -70,6 +76,7 @@ secret_file_option = click.option(
     type=click.Choice(["auto", "true", "false"]),
     help="Elect one active replica via a Lease [env: BRIDGE_LEADER_ELECTION, default: auto].",
 )
+@kube_options
 @tracking_option
 @target_options
 @serving_options

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import click
 
-from bridge.cli import (
+from bridge.cli_common import (
+    DATA_FORMATS,
     Context,
+    kube_options,
     models_option,
+    namespace_option,
     output_option,
     pass_ctx,
+    print_data,
     target_options,
     tracking_option,
 )
@@ -20,7 +23,7 @@ from bridge.status_text import format_table
 
 @click.command("status")
 @models_option
-@output_option("table", help="A table for people or JSON for scripts.")
+@output_option("table", help="A table for people, JSON or YAML for scripts.")
 @click.option(
     "--output-dir",
     type=click.Path(file_okay=False),
@@ -34,6 +37,8 @@ from bridge.status_text import format_table
 @click.option(
     "--alias", metavar="ALIAS", help="Approval alias [env: BRIDGE_ALIAS, default: champion]."
 )
+@namespace_option
+@kube_options
 @tracking_option
 @target_options
 @pass_ctx
@@ -56,8 +61,8 @@ def status(ctx: Context, models, output, output_dir, verify, **flags):
     from bridge.status import exit_code, status_report
 
     report = status_report(settings, list(models) or None, verify=verify)
-    if output == "json":
-        click.echo(json.dumps(report, indent=2, sort_keys=True))
+    if output in DATA_FORMATS:
+        print_data(report, output)
     else:
         colour = click.get_text_stream("stdout").isatty() and not os.environ.get("NO_COLOR")
         click.echo(format_table(report, colour=colour), nl=False, color=colour)

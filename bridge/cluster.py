@@ -35,7 +35,7 @@ class ClusterChange:
     pruned: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     errors: dict[str, BridgeError] = field(default_factory=dict)  # InferenceService name -> error
-    dry_run: bool = False
+    dry_run: str = "none"  # kubectl's modes: none, server, client
     held: list[str] = field(default_factory=list)  # stale, kept: the guard refused the prune
     refused: BridgeError | None = None
 
@@ -70,14 +70,16 @@ def reconcile_cluster(
     keep: set[str],
     in_scope: Callable[[str], bool],
     force: bool,
-    dry_run: bool,
+    dry_run: str,
     removal: RemovalPolicy | None = None,
 ) -> ClusterChange:
     """Apply ``desired`` (ServiceAccounts first), then prune stale owned InferenceServices.
 
     ``keep`` holds InferenceService names never to prune this pass; ``in_scope(name)``
     limits pruning to the models this pass looked at; ``removal`` (default: no guard)
-    refuses a prune that would remove too much of what is served.
+    refuses a prune that would remove too much of what is served. ``dry_run`` is kubectl's:
+    "server" sends every write with dryRun=All (the API server validates, admits and
+    authorizes it, and keeps nothing), "client" reads but sends no write at all, "none".
     """
     change = ClusterChange(dry_run=dry_run)
     services = [o for o in desired if o["kind"] == INFERENCE_SERVICE.kind]
@@ -109,7 +111,7 @@ def reconcile_cluster(
                 log.info("%s exists and is not managed by bridge; left as it is", _ref(obj))
                 change.skipped.append(_ref(obj))
                 continue
-            kube.apply(obj, force=True, dry_run=dry_run)
+            _apply(kube, obj, force=True, dry_run=dry_run)
             change.applied.append(_ref(obj))
         except BridgeError as exc:
             for o in services:
@@ -129,7 +131,7 @@ def reconcile_cluster(
                         f"(no {OWNED_SELECTOR} label); bridge will not change it",
                         hint="delete or rename that object, or rename the registered model",
                     )
-            kube.apply(obj, force=force, dry_run=dry_run)
+            _apply(kube, obj, force=force, dry_run=dry_run)
             change.applied.append(_ref(obj))
         except BridgeError as exc:
             change.errors[name] = exc
@@ -154,8 +156,14 @@ def reconcile_cluster(
         return change
     for ns, name in stale:
         try:
-            kube.delete(INFERENCE_SERVICE, ns, name, dry_run=dry_run)
+            if dry_run != "client":
+                kube.delete(INFERENCE_SERVICE, ns, name, dry_run=dry_run == "server")
             change.pruned.append(f"{INFERENCE_SERVICE.kind}/{ns}/{name}")
         except BridgeError as exc:
             change.errors[name] = exc
     return change
+
+
+def _apply(kube: KubeClient, obj: dict, *, force: bool, dry_run: str) -> None:
+    if dry_run != "client":  # a client dry run only reports what it would apply
+        kube.apply(obj, force=force, dry_run=dry_run == "server")

@@ -90,3 +90,8 @@ def setup_logging(fmt: str = "human", level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logging.getLogger("bridge").setLevel(level.upper())
+    # urllib3 (under requests, MLflow's client and the Kubernetes client) warns at every
+    # retry; bridge reports the failure itself once it gives up, so those stay for --debug.
+    logging.getLogger("urllib3").setLevel(
+        logging.DEBUG if level.upper() == "DEBUG" else logging.ERROR
+    )

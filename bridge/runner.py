@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import signal
@@ -38,8 +37,10 @@ def print_report(report, output: str) -> None:
 
     for err in [r.error for r in report.results if r.error] + getattr(report, "refused", []):
         click.echo(f"error: {redact(err.one_line())}", err=True)
-    if output == "json":
-        click.echo(json.dumps([r.as_dict() for r in report.results], indent=2, sort_keys=True))
+    if output in ("json", "yaml"):
+        from bridge.cli_common import print_data
+
+        print_data([r.as_dict() for r in report.results], output)
         return
     if not report.results:
         click.echo("no approved models found")
@@ -64,7 +65,8 @@ def print_report(report, output: str) -> None:
     if getattr(report, "cluster", None) is not None:
         c = report.cluster
         click.echo(
-            f"cluster{' (dry run)' if c.dry_run else ''}: {len(c.applied)} applied, "
+            f"cluster{f' ({c.dry_run} dry run)' if c.dry_run != 'none' else ''}: "
+            f"{len(c.applied)} applied, "
             f"{len(c.pruned)} pruned, {len(c.skipped)} left alone (not bridge's)"
             + (f", {len(c.held)} kept (removal refused)" if c.held else "")
         )

@@ -31,6 +31,20 @@ def _setting(default: Any, env: tuple[str, ...], help: str, parse: Callable[[str
     return field(default=default, metadata={"env": env, "help": help, "parse": parse})
 
 
+DRY_RUN_MODES = ("none", "server", "client")
+
+
+def _parse_dry_run(value: str) -> str:
+    """kubectl's --dry-run=server|client|none; true/false as before (server / none)."""
+    v = value.strip().lower()
+    if v in DRY_RUN_MODES:
+        return v
+    try:
+        return "server" if _parse_bool(v) else "none"
+    except ValueError:
+        raise ValueError(f"{value!r} is not one of: server, client, none") from None
+
+
 def _parse_bool(value: str) -> bool:
     v = value.strip().lower()
     if v in ("1", "true", "yes", "on"):
@@ -471,11 +485,12 @@ class Settings:
     apply: bool = _setting(
         False, ("BRIDGE_APPLY",), "Apply to the cluster (server-side apply) and prune.", _parse_bool
     )
-    dry_run: bool = _setting(
-        False,
+    dry_run: str = _setting(
+        "none",
         ("BRIDGE_DRY_RUN",),
-        "With apply: server-side dry run; the cluster does not change.",
-        _parse_bool,
+        "With apply, as kubectl: server (the API server checks every change and keeps none), "
+        "client (nothing is sent but reads), none.",
+        _parse_dry_run,
     )
     apply_force: bool = _setting(
         True,
@@ -612,15 +627,27 @@ def load_settings(
     config_file: str | os.PathLike | None = None,
 ) -> Settings:
     """Merge the four sources; every value is parsed and validated once, here."""
+    return load_settings_with_sources(flags, env, config_file)[0]
+
+
+def load_settings_with_sources(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: str | os.PathLike | None = None,
+) -> tuple[Settings, dict[str, str]]:
+    """The settings, and where each came from: ``--flag``, ``env VAR``, ``file PATH`` or
+    ``default`` (what `bridge config` shows)."""
     env = os.environ if env is None else env
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     config_path = config_file or env.get("BRIDGE_CONFIG")
     from_file = _read_config(Path(config_path)) if config_path else {}
 
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for f in fields(Settings):
         parse = f.metadata["parse"]
         source, raw = _pick(f, flags, env, from_file)
+        sources[f.name] = f"file {config_path}" if source == "the config file" else source
         if raw is None:
             continue
         try:
@@ -629,7 +656,7 @@ def load_settings(
             raise UsageError(f"invalid value for {f.name} from {source}: {exc}") from None
     settings = Settings(**values)
     _validate(settings)
-    return settings
+    return settings, sources
 
 
 def _pick(f, flags, env, from_file) -> tuple[str, Any]:
@@ -637,7 +664,7 @@ def _pick(f, flags, env, from_file) -> tuple[str, Any]:
         return f"--{f.name.replace('_', '-')}", flags[f.name]
     for var in f.metadata["env"]:
         if env.get(var):
-            return var, env[var]
+            return f"env {var}", env[var]
     if f.name in from_file:
         return "the config file", from_file[f.name]
     return "default", None
@@ -805,5 +832,5 @@ def _validate_serving(s: Settings) -> None:
             f"serving_s3_endpoint_url {s.serving_s3_endpoint_url!r} is not a URL",
             hint="use e.g. http://minio.minio.svc:9000",
         )
-    if s.dry_run and not s.apply:
+    if s.dry_run != "none" and not s.apply:
         raise UsageError("--dry-run only applies to --apply", hint="add --apply, or drop --dry-run")

@@ -64,7 +64,7 @@ def kube(k8s_api) -> KubeClient:
     return KubeClient(load_api_client(str(k8s_api.kubeconfig), "fake"))
 
 
-def apply_all(k8s_api, desired, *, keep=(), dry_run=False):
+def apply_all(k8s_api, desired, *, keep=(), dry_run="none"):
     return reconcile_cluster(
         kube(k8s_api),
         desired,
@@ -88,7 +88,7 @@ def test_fake_authorizes_an_apply_that_creates_as_create_fake_k8s_api(k8s_api):
     one by apply (dry run or not), and says so the way the real server does."""
     k8s_api.state.policy = Policy.from_roles(PATCH_ONLY_ROLE)
     k8s_api.seed(isvc("existing"))
-    for dry_run in (True, False):
+    for dry_run in ("server", "none"):
         change = apply_all(
             k8s_api, [isvc("existing", version="2"), isvc("new-one")], dry_run=dry_run
         )
@@ -110,7 +110,7 @@ def test_shipped_role_lets_the_first_apply_create_fake_k8s_api(k8s_api):
     InferenceServices (dry run first, then for real), and later passes update them."""
     shipped_role(k8s_api)
     desired = [service_account(OPTS, TARGET_NS), isvc("iris"), isvc("wine")]
-    dry = apply_all(k8s_api, desired, dry_run=True)
+    dry = apply_all(k8s_api, desired, dry_run="server")
     assert not dry.errors, {k: e.one_line() for k, e in dry.errors.items()}
     assert not k8s_api.objects()
     change = apply_all(k8s_api, desired)
@@ -197,7 +197,7 @@ def test_a_failed_apply_in_the_same_pass_keeps_what_served_the_model_fake_k8s_ap
         keep=set(),
         in_scope=lambda _n: True,
         force=True,
-        dry_run=False,
+        dry_run="none",
     )
     assert set(change.errors) == {"moved"}
     assert change.pruned == [] and not k8s_api.requests("DELETE")

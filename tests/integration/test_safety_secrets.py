@@ -50,7 +50,10 @@ def test_config_masks_credentials_in_every_url(scope, output):
     assert "mlflow.example:5000" in res.stdout and "***@minio.example:9000" in res.stdout
     if output == "json":
         values = json.loads(res.stdout)
-        assert values["target_endpoint_url"] == "http://***@minio.example:9000"
+        assert values["target_endpoint_url"] == {
+            "value": "http://***@minio.example:9000",
+            "source": "env BRIDGE_TARGET_ENDPOINT_URL",
+        }
 
 
 @pytest.mark.parametrize("debug", [False, True])

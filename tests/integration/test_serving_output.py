@@ -219,7 +219,7 @@ def test_apply_and_prune_cli_fake_k8s_api(scope, register, client, k8s_api):
     # confirmed here (the guard itself is tested in test_safety_prune).
     dry = scope.run("sync", "--once", "--apply", "--dry-run", "--allow-mass-removal", env=env)
     assert dry.returncode == 0, dry.stderr
-    assert "cluster (dry run): 3 applied, 1 pruned" in dry.stdout
+    assert "cluster (server dry run): 3 applied, 1 pruned" in dry.stdout
     assert len(k8s_api.objects()) == 2  # nothing changed
 
     res = scope.run("sync", "--once", "--apply", "--allow-mass-removal", env=env)

@@ -48,7 +48,7 @@ def client(k8s_api) -> KubeClient:
     return KubeClient(load_api_client(str(k8s_api.kubeconfig), "fake"))
 
 
-def run(k8s_api, desired, *, keep=(), in_scope=lambda _n: True, force=True, dry_run=False):
+def run(k8s_api, desired, *, keep=(), in_scope=lambda _n: True, force=True, dry_run="none"):
     return reconcile_cluster(
         client(k8s_api),
         desired,
@@ -131,10 +131,29 @@ def test_foreign_objects_are_never_changed_fake_k8s_api(k8s_api):
 
 def test_dry_run_changes_nothing_fake_k8s_api(k8s_api):
     k8s_api.seed(isvc("stale"))
-    change = run(k8s_api, [service_account(OPTS, "models"), isvc("iris")], dry_run=True)
-    assert change.dry_run and change.pruned == ["InferenceService/models/stale"]
+    change = run(k8s_api, [service_account(OPTS, "models"), isvc("iris")], dry_run="server")
+    assert change.dry_run == "server" and change.pruned == ["InferenceService/models/stale"]
+    assert k8s_api.requests("PATCH") and k8s_api.requests("DELETE")
     assert all(r.query.get("dryRun") == "All" for r in k8s_api.requests("PATCH"))
     assert all(r.query.get("dryRun") == "All" for r in k8s_api.requests("DELETE"))
+    assert set(k8s_api.objects()) == {
+        "/apis/serving.kserve.io/v1beta1/namespaces/models/inferenceservices/stale"
+    }
+
+
+def test_client_dry_run_sends_no_write_fake_k8s_api(k8s_api):
+    """kubectl's --dry-run=client: reads (to know what is owned and stale), no write at all,
+    and the same report of what would be applied and pruned."""
+    k8s_api.seed(isvc("stale"))
+    desired = [service_account(OPTS, "models"), isvc("iris")]
+    change = run(k8s_api, desired, dry_run="client")
+    assert change.dry_run == "client"
+    assert change.applied == [
+        "ServiceAccount/models/mlflow-bridge-models",
+        "InferenceService/models/iris",
+    ]
+    assert change.pruned == ["InferenceService/models/stale"]
+    assert {r.method for r in k8s_api.requests()} == {"GET"}
     assert set(k8s_api.objects()) == {
         "/apis/serving.kserve.io/v1beta1/namespaces/models/inferenceservices/stale"
     }
@@ -149,7 +168,7 @@ def test_rbac_denial_is_one_clear_line_fake_k8s_api(k8s_api):
         keep=set(),
         in_scope=lambda _n: True,
         force=True,
-        dry_run=False,
+        dry_run="none",
     )
     assert set(change.errors) == {"secret-model"}
     line = change.errors["secret-model"].one_line()
