@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 MLSERVER_VENV ?= .venv-mlserver
 MLSERVER_STAMP := $(MLSERVER_VENV)/.installed-stamp
 
-.PHONY: setup demo test test-unit test-integration test-conformance mlserver-venv bench lint clean components example-pipeline
+.PHONY: setup demo test test-unit test-integration test-conformance mlserver-venv bench lint clean components example-pipeline images
 
 setup: $(STAMP)
 
@@ -73,9 +73,24 @@ lint: setup
 	$(BIN)/ruff check bridge tests examples benchmarks components
 	$(BIN)/ruff format --check bridge tests examples benchmarks components
 
-# Regenerate every compiled KFP YAML (components/*/component.yaml, examples/kfp_pipeline.yaml).
+# Images (Dockerfile targets daemon and components), tagged with the package version.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+DAEMON_IMAGE ?= ghcr.io/mlflow-kubeflow-bridge/bridge:$(VERSION)
+COMPONENTS_IMAGE ?= ghcr.io/mlflow-kubeflow-bridge/bridge-kfp:$(VERSION)
+# docker or podman, whichever answers `info` (a client without a running engine does not).
+ENGINE ?= $(shell (docker info >/dev/null 2>&1 && echo docker) || (podman info >/dev/null 2>&1 && echo podman))
+
+images:
+	@if [ -z "$(ENGINE)" ]; then \
+	  echo "make images: no container engine here (neither 'docker info' nor 'podman info' works); start one, or set ENGINE=docker|podman" >&2; \
+	  exit 1; fi
+	$(ENGINE) build --target daemon -t $(DAEMON_IMAGE) .
+	$(ENGINE) build --target components -t $(COMPONENTS_IMAGE) .
+
+# Regenerate every compiled KFP YAML (components/*/component.yaml, examples/kfp_pipeline.yaml)
+# naming COMPONENTS_IMAGE: `make components COMPONENTS_IMAGE=registry.example/bridge-kfp:0.1.0`.
 components: setup
-	$(BIN)/python -m components.compile
+	$(BIN)/python -m components.compile --image $(COMPONENTS_IMAGE)
 
 # Run the example pipeline with kfp.local against the local stack (`bridge dev up`).
 example-pipeline: setup

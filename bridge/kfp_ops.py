@@ -41,11 +41,27 @@ LINEAGE_TAG_PREFIX = KFP_TAG_PREFIX
 TAG_SOURCE_RUN = SOURCE_RUN_TAG
 
 
+# Set by `make components COMPONENTS_IMAGE=...` (components/compile.py --image) before the
+# components are imported: the image the compiled YAML names.
+IMAGE_VARIABLE = "BRIDGE_COMPONENTS_IMAGE"
+
+
 def component_image(version: str = __version__) -> str:
-    """``<repository>:<package version>``; never ``latest``."""
-    if not version or version == "latest":
-        raise UsageError(f"component image version {version!r} is not a release version")
-    return f"{IMAGE_REPOSITORY}:{version}"
+    """``$BRIDGE_COMPONENTS_IMAGE``, else ``<repository>:<package version>``; never ``latest``."""
+    image = os.environ.get(IMAGE_VARIABLE) or f"{IMAGE_REPOSITORY}:{version}"
+    check_image_reference(image)
+    return image
+
+
+def check_image_reference(image: str) -> None:
+    """A pinned reference: a tag other than ``latest``, or a digest."""
+    name, _, digest = image.partition("@")
+    tag = name.rsplit("/", 1)[-1].partition(":")[2]
+    if not (digest.startswith("sha256:") or (tag and tag != "latest")):
+        raise UsageError(
+            f"component image {image!r} is not pinned",
+            hint="name a release tag (repo/bridge-kfp:0.1.0) or a digest (@sha256:...)",
+        )
 
 
 # --------------------------------------------------------------------- train

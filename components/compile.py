@@ -2,6 +2,11 @@
 
     python -m components.compile            # (re)write all YAML (make components)
     python -m components.compile --check    # exit 1 if any YAML is out of date
+    python -m components.compile --image registry.example/bridge-kfp:0.1.0 --out-dir build/
+
+``--image`` names the image every component runs in (default: the project's
+image tagged with the package version); it must be set before the components
+are imported, so it is passed on in BRIDGE_COMPONENTS_IMAGE.
 
 Compilation is deterministic: the same sources and the same kfp version give
 byte-identical files, which the golden tests check.
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -54,11 +60,26 @@ def compile_one(module: str, attr: str, out: Path | str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
+    parser.add_argument("--image", help="image the components run in (pinned tag or digest)")
+    parser.add_argument("--out-dir", type=Path, help="write the YAML here instead of in place")
     args = parser.parse_args(argv)
+    if args.image:
+        from bridge.errors import UsageError
+        from bridge.kfp_ops import IMAGE_VARIABLE, check_image_reference
+
+        try:
+            check_image_reference(args.image)
+        except UsageError as exc:
+            print(f"error: {exc.one_line()}", file=sys.stderr)
+            return 2
+        os.environ[IMAGE_VARIABLE] = args.image
+    root = args.out_dir or ROOT
+    if args.out_dir:  # the example pipeline loads the components compiled just before it
+        os.environ["BRIDGE_COMPONENTS_DIR"] = str(root / "components")
     stale = []
     with tempfile.TemporaryDirectory() as tmp:
         for module, attr, rel in TARGETS:
-            target = ROOT / rel
+            target = root / rel
             if not args.check:
                 compile_one(module, attr, target)
                 print(f"wrote {rel}")

@@ -12,6 +12,7 @@ in another repository would.
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -30,7 +31,8 @@ BRIDGE_CONFIG_MAP = "bridge-config"
 
 def load(name: str):
     """A compiled component from components/<name>/component.yaml."""
-    return components.load_component_from_file(str(ROOT / "components" / name / "component.yaml"))
+    where = Path(os.environ.get("BRIDGE_COMPONENTS_DIR") or ROOT / "components")
+    return components.load_component_from_file(str(where / name / "component.yaml"))
 
 
 train_and_log = load("train_and_log")

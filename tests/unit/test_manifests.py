@@ -188,9 +188,34 @@ def test_servicemonitor_scrapes_the_service_metrics_port():
     assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
 
 
-def test_dockerfile_is_pinned_and_non_root():
+def _stages(text: str) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """ARG defaults, and each stage's (FROM image, lines)."""
+    args, stages, current = {}, {}, None
+    for line in text.splitlines():
+        if line.startswith("ARG ") and "=" in line and current is None:
+            k, v = line[4:].split("=", 1)
+            args[k.strip()] = v.strip()
+        elif line.startswith("FROM "):
+            parts = line.split()
+            image = parts[1]
+            for k, v in args.items():
+                image = image.replace("${" + k + "}", v)
+            current = parts[3] if len(parts) > 3 else image
+            stages[current] = [image]
+        elif current is not None:
+            stages[current].append(line)
+    return args, stages
+
+
+def test_dockerfile_targets_are_pinned_and_non_root():
+    """Both images (daemon, the default target, and components) come from a pinned base,
+    install from this checkout under constraints.txt and run as uid 10001."""
     text = (ROOT / "Dockerfile").read_text()
-    froms = [line.split()[1] for line in text.splitlines() if line.startswith("FROM ")]
-    assert froms and all("@sha256:" in f or f.count(".") >= 2 for f in froms), froms
-    assert "USER 10001" in text
-    assert "[daemon]" in text
+    _, stages = _stages(text)
+    for name, (image, *_lines) in stages.items():
+        assert image in stages or "@sha256:" in image or image.count(".") >= 2, (name, image)
+    assert list(stages)[-1] == "daemon"  # a plain `docker build .` gives the daemon
+    for target in ("daemon", "components"):
+        assert "USER 10001:10001" in stages[target], target
+    assert 'pip install -c constraints.txt ".[daemon]"' in text
+    assert 'pip install -c constraints.txt ".[kfp]"' in text
