@@ -23,6 +23,8 @@ CANARY_TRAFFIC_TAG = TAG_PREFIX + "canary-traffic-percent"
 
 # --- Model-version / run tags the KFP components write ------------------------------
 SOURCE_RUN_TAG = TAG_PREFIX + "source_run_id"
+# On the register task's own run under KFP's MLflow integration: the version it registered.
+REGISTERED_VERSION_TAG = TAG_PREFIX + "registered_model_version"
 KFP_FAILURE_TAG = TAG_PREFIX + "kfp.failure"
 KFP_TAG_PREFIX = "kfp."
 KFP_PIPELINE_NAME_TAG = KFP_TAG_PREFIX + "pipeline_name"

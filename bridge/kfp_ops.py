@@ -22,8 +22,14 @@ from pathlib import Path
 
 from bridge import __version__
 from bridge.errors import CheckFailed, InternalError, PermanentError, TemporaryError, UsageError
-from bridge.keys import KFP_TAG_PREFIX, SOURCE_RUN_TAG
-from bridge.kfp_run import KfpLineage, configure_tracking, mlflow_run, task_guard
+from bridge.keys import KFP_TAG_PREFIX, REGISTERED_VERSION_TAG, SOURCE_RUN_TAG
+from bridge.kfp_run import (
+    KfpLineage,
+    configure_tracking,
+    kfp_managed_run_id,
+    mlflow_run,
+    task_guard,
+)
 from bridge.log import redact
 from bridge.settings import Settings, load_settings
 
@@ -182,7 +188,13 @@ def register_model(
                 await_registration_for=max(int(timeout_seconds), 1),
             )
     log.info("registered %s version %s from run %s", model_name, mv.version, run_id)
-    return RegisterResult(str(mv.version), f"models:/{model_name}/{mv.version}")
+    registered = f"models:/{model_name}/{mv.version}"
+    task_run = kfp_managed_run_id()
+    if task_run and task_run != run_id:
+        # KFP's MLflow integration gave this task a run of its own: link it to the registry.
+        with mlflow_errors(f"tagging run {task_run}", settings.tracking_uri):
+            MlflowClient().set_tag(task_run, REGISTERED_VERSION_TAG, registered)
+    return RegisterResult(str(mv.version), registered)
 
 
 # --------------------------------------------------------------------- fetch

@@ -261,6 +261,12 @@ def mlflow_run(
 
     ``experiment`` defaults to the pipeline name, else ``kubeflow-pipelines``;
     ``run_name`` to the KFP task name. ``deadline_seconds`` bounds the whole block.
+
+    Under Kubeflow Pipelines' own MLflow integration (KEP-12862) the KFP driver has already
+    created this task's run, nested under the pipeline run's parent run, and put its id in
+    MLFLOW_RUN_ID (with MLFLOW_EXPERIMENT_ID and MLFLOW_TRACKING_URI): the task then logs
+    into that run, in its experiment and under its name, and only adds bridge's lineage
+    tags, so there is no second top-level run.
     """
     import mlflow
 
@@ -275,11 +281,20 @@ def mlflow_run(
         # run happens after it, so a late signal cannot leave the run RUNNING.
         with task_guard(deadline_seconds, what):
             with mlflow_errors("starting the MLflow run", settings.tracking_uri):
-                mlflow.set_experiment(experiment or lineage.pipeline_name or DEFAULT_EXPERIMENT)
-                run = mlflow.start_run(
-                    run_name=run_name or lineage.task_name or lineage.component,
-                    tags={**lineage.tags(), **dict(tags or {})},
-                )
+                run_tags = {**lineage.tags(), **dict(tags or {})}
+                kfp_run = kfp_managed_run_id()
+                if kfp_run:
+                    if experiment:
+                        log.info(
+                            "KFP made this task's MLflow run: experiment %r unused", experiment
+                        )
+                    run = mlflow.start_run(run_id=kfp_run, tags=run_tags)
+                else:
+                    mlflow.set_experiment(experiment or lineage.pipeline_name or DEFAULT_EXPERIMENT)
+                    run = mlflow.start_run(
+                        run_name=run_name or lineage.task_name or lineage.component,
+                        tags=run_tags,
+                    )
             log.info("MLflow run %s started (%s)", run.info.run_id, settings.tracking_uri)
             yield KfpRun(run, lineage)
     except BaseException as exc:
@@ -288,6 +303,12 @@ def mlflow_run(
         raise
     with mlflow_errors("ending the MLflow run", settings.tracking_uri):
         mlflow.end_run("FINISHED")
+
+
+def kfp_managed_run_id(env: Mapping[str, str] | None = None) -> str | None:
+    """The task's run that Kubeflow Pipelines' MLflow integration created (MLFLOW_RUN_ID)."""
+    env = os.environ if env is None else env
+    return (env.get("MLFLOW_RUN_ID") or "").strip() or None
 
 
 def _end_failed(run_id: str, exc: BaseException) -> None:
