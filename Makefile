@@ -18,10 +18,18 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(MAKE) --no-print-directory prometheus
 	@touch $(STAMP)
 
-# The rollout tests need a real Prometheus server. Install Debian's package when running
-# as root and it is missing; never fail setup over it (the tests skip and name the command).
+# The rollout tests need a real Prometheus server, the manifest tests kubectl (kustomize).
+# Install Debian's packages when running as root and they are missing; never fail setup
+# over it (the tests skip or say which command to run).
 .PHONY: prometheus
 prometheus:
+	@command -v kubectl >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl) >/dev/null 2>&1 \
+	      || echo "note: could not install kubectl; manifest tests need it (apt-get install -y kubectl)"; \
+	  else \
+	    echo "note: no kubectl; manifest tests need it (install: apt-get install -y kubectl)"; \
+	  fi; }
 	@command -v prometheus >/dev/null 2>&1 || test -x /usr/bin/prometheus || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus) >/dev/null 2>&1 \

@@ -119,10 +119,16 @@ def translate_mlflow_error(exc, what: str, tracking_uri: str | None) -> BridgeEr
     where = redact(tracking_uri or "the MLflow server")
     if code == "RESOURCE_DOES_NOT_EXIST":
         return NotFound(f"{what}: {text}")
-    if code in ("UNAUTHENTICATED", "PERMISSION_DENIED", "CUSTOMER_UNAUTHORIZED"):
+    if code in ("UNAUTHENTICATED", "CUSTOMER_UNAUTHORIZED"):
         return PermanentError(
             f"{what}: MLflow at {where} rejected the credentials ({code})",
-            hint="check MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME/PASSWORD",
+            hint="check MLFLOW_TRACKING_TOKEN, MLFLOW_TRACKING_USERNAME/PASSWORD, or "
+            "MLFLOW_TRACKING_AUTH (kubernetes, bearer-token-file)",
+        )
+    if code == "PERMISSION_DENIED":
+        return PermanentError(
+            f"{what}: MLflow at {where} refused it to this identity ({code})",
+            hint="grant the identity bridge runs as the right to do this in MLflow",
         )
     if "failed with exception" in text or "failed with timeout" in text or "Max retries" in text:
         return TemporaryError(

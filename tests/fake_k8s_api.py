@@ -150,6 +150,10 @@ class FakeState:
     lease_writes: list[tuple[float, str, str | None]] = field(default_factory=list)
     policy: Policy | None = None  # None: every request is allowed
     checks: list[Check] = field(default_factory=list)
+    # TokenReview / SubjectAccessReview (what an MLflow server with Kubernetes auth asks):
+    # service-account token -> user name, and user name -> the verbs it may use.
+    reviewed_tokens: dict[str, str] = field(default_factory=dict)
+    review_verbs: dict[str, set[str]] = field(default_factory=dict)
 
 
 def _status(code: int, reason: str, message: str, details: dict | None = None) -> dict:
@@ -357,6 +361,9 @@ class FakeKubeAPI:
         s = self.state
         if req.authorization != f"Bearer {TOKEN}" or s.unauthorized:
             return 401, _status(401, "Unauthorized", "Unauthorized")
+        review = self._review(req)
+        if review is not None:
+            return review
         parsed = _split(req.path)
         if parsed is None:
             return 404, _status(404, "NotFound", "the server could not find the requested resource")
@@ -459,6 +466,28 @@ class FakeKubeAPI:
                 s.objects[req.path] = obj
             return (200 if existed else 201), obj
         return 405, _status(405, "MethodNotAllowed", f"{req.method} is not supported here")
+
+    def _review(self, req: Request) -> tuple[int, dict] | None:
+        """POST tokenreviews / subjectaccessreviews, answered as the API server does
+        (authentication.k8s.io/v1 TokenReview, authorization.k8s.io/v1 SubjectAccessReview:
+        the request's spec comes back with a status)."""
+        s = self.state
+        body = req.body or {}
+        spec = body.get("spec") or {}
+        if req.method == "POST" and req.path == "/apis/authentication.k8s.io/v1/tokenreviews":
+            user = s.reviewed_tokens.get(spec.get("token", ""))
+            status = {"authenticated": user is not None}
+            if user is not None:
+                status["user"] = {"username": user, "groups": ["system:serviceaccounts"]}
+            return 201, {**body, "status": status}
+        if (
+            req.method == "POST"
+            and req.path == "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+        ):
+            verb = (spec.get("resourceAttributes") or {}).get("verb", "")
+            allowed = verb in s.review_verbs.get(spec.get("user", ""), set())
+            return 201, {**body, "status": {"allowed": allowed}}
+        return None
 
     def _authorize(self, group: str, resource: str, verb: str, ns: str, name: str) -> bool:
         s = self.state

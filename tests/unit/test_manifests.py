@@ -16,7 +16,11 @@ from bridge.lease import LEASE_VERBS
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBE_VERSION = "1.32.0"
-TARGETS = ["manifests/base", "manifests/overlays/servicemonitor"]
+TARGETS = [
+    "manifests/base",
+    "manifests/overlays/servicemonitor",
+    "manifests/overlays/kubeflow-mlflow-auth",
+]
 
 
 def build(target: str) -> list[dict]:
@@ -219,3 +223,18 @@ def test_dockerfile_targets_are_pinned_and_non_root():
         assert "USER 10001:10001" in stages[target], target
     assert 'pip install -c constraints.txt ".[daemon]"' in text
     assert 'pip install -c constraints.txt ".[kfp]"' in text
+
+
+def test_kubeflow_mlflow_auth_overlay_sends_the_service_account_token():
+    """MLFLOW_TRACKING_AUTH=kubernetes on the daemon; its token is mounted (the client reads
+    /var/run/secrets/kubernetes.io/serviceaccount/token, mlflow's
+    tracking/request_auth/kubernetes_request_auth_provider.py)."""
+    docs = build("manifests/overlays/kubeflow-mlflow-auth")
+    [deployment] = _by_kind(docs, "Deployment")
+    [sa] = _by_kind(docs, "ServiceAccount")
+    env = {
+        e["name"]: e.get("value")
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["MLFLOW_TRACKING_AUTH"] == "kubernetes"
+    assert sa.get("automountServiceAccountToken") is True
