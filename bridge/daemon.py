@@ -39,6 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from bridge import webhook
 from bridge.errors import BridgeError, TemporaryError, UsageError
 from bridge.log import redact
+from bridge.retry import backoff_delay
 from bridge.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -557,9 +558,7 @@ class Daemon:
             failures += 1
             for m in [FULL] if full else models:
                 self.queue.put(m)
-            delay = min(self.settings.max_backoff, 2 ** min(failures, 10)) * random.uniform(
-                0.5, 1.0
-            )
+            delay = backoff_delay(failures, 1.0, self.settings.max_backoff, least=0.5)
             log.warning("retrying in %.1fs (attempt %d failed)", delay, failures)
             self.stopping.wait(delay)
 

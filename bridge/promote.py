@@ -14,9 +14,6 @@ import logging
 import math
 import os
 import platform
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -287,54 +284,6 @@ def _example_gate(
         return g.failed(name, exc.message)
 
 
-SMOKE_CHILD = (
-    "import sys; from bridge.registry import smoke_child; sys.exit(smoke_child(sys.argv[1:]))"
-)
-
-
-def _smoke_gate(settings: Settings, info: ModelVersionInfo) -> g.GateResult:
-    """Load and predict in a child process, killed (with its children) on timeout."""
-    name = "smoke"
-    timeout = settings.promote_smoke_timeout
-    env = dict(os.environ)
-    env["MLFLOW_TRACKING_URI"] = settings.tracking_uri or ""
-    if settings.registry_uri:
-        env["MLFLOW_REGISTRY_URI"] = settings.registry_uri
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SMOKE_CHILD, info.download_uri],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        return g.failed(
-            name,
-            f"no prediction within {timeout:g}s (BRIDGE_PROMOTE_SMOKE_TIMEOUT); the model was killed",
-        )
-    elapsed = time.monotonic() - started
-    if proc.returncode != 0:
-        lines = [ln for ln in err.splitlines() if ln.strip()]
-        why = lines[-1] if lines else f"exit code {proc.returncode}"
-        return g.failed(name, f"loading or predicting failed: {why}")
-    try:
-        report = json.loads(out.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        report = {}
-    return g.passed(
-        name,
-        f"loaded with pyfunc and predicted on the input example in {elapsed:.1f}s "
-        f"(output {report.get('prediction_type', '?')} {report.get('shape', '')})",
-    )
-
-
 def _integrity_gate(settings: Settings, info: ModelVersionInfo) -> g.GateResult:
     name = "artifact-integrity"
     if not settings.target_uri:
@@ -360,17 +309,15 @@ def _integrity_gate(settings: Settings, info: ModelVersionInfo) -> g.GateResult:
             f"{published.storage_uri} was published from {published.source_uri}, "
             f"not from this version's {info.download_uri}",
         )
+    from bridge.layout import damaged_files
+
     present = publisher.store.list_keys(prefix)
-    bad = []
-    for rec in published.files:
-        if prefix + rec.path not in present:
-            bad.append(f"{rec.path} missing")
-            continue
-        size, sha = publisher.store.object_digest(prefix + rec.path)
-        if (size, sha) != (rec.size, rec.sha256):
-            bad.append(f"{rec.path} changed")
-    if bad:
-        return g.failed(name, f"{published.storage_uri}: {', '.join(bad)} since it was published")
+    damaged = damaged_files(
+        published.files, prefix, present, lambda key, _size: publisher.store.object_digest(key)
+    )
+    if damaged:
+        bad = ", ".join(what for _, what in damaged)
+        return g.failed(name, f"{published.storage_uri}: {bad} since it was published")
     return g.passed(
         name,
         f"{len(published.files)} file(s) at {published.storage_uri} re-hashed, match {published.digest}",
@@ -441,8 +388,10 @@ def run_gates(
     if req.no_regression:
         results += _regression_gates(registry, req, info, metrics, baseline_version, baseline_alias)
     if req.smoke:
+        from bridge.smoke import smoke_gate
+
         results.append(
-            _smoke_gate(settings, info) if ready else g.skipped("smoke", "version is not READY")
+            smoke_gate(settings, info) if ready else g.skipped("smoke", "version is not READY")
         )
     results.append(
         _integrity_gate(settings, info)

@@ -22,11 +22,11 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import yaml
 
+from bridge import layout
 from bridge.errors import BridgeError, CheckFailed, TemporaryError
 from bridge.keys import MARKER_NAME
 from bridge.progress import Progress, is_live
@@ -205,7 +205,7 @@ class Publisher:
         return self._engine
 
     def version_prefix(self, model_key: str, version: str) -> str:
-        return f"{self.store.prefix}{model_key}/{version}/"
+        return layout.version_prefix(self.store.prefix, model_key, version)
 
     def published(self, model_key: str, version: str) -> PublishedVersion | None:
         prefix = self.version_prefix(model_key, version)
@@ -380,18 +380,11 @@ class Publisher:
         keys = self.store.list_keys(prefix)
         expected = {prefix + r.path for r in pv.files} | {prefix + MARKER_NAME}
         extra = sorted(k for k in keys if k not in expected)
-
-        def check(r: FileRecord) -> bool:
-            key = prefix + r.path
-            if keys.get(key) != r.size:
-                return False
-            return self.engine.object_digest(key, r.size) == (r.size, r.sha256)
-
-        workers = max(1, min(self.options.concurrency, len(pv.files)))
-        with ThreadPoolExecutor(workers, thread_name_prefix="bridge-verify") as pool:
-            ok = list(pool.map(check, pv.files))
-        bad = [r.path for r, good in zip(pv.files, ok, strict=True) if not good]
-        return bad, extra
+        damaged = layout.damaged_files(
+            pv.files, prefix, keys, self.engine.object_digest, workers=self.options.concurrency
+        )
+        bad = {path for path, _ in damaged}
+        return [r.path for r in pv.files if r.path in bad], extra
 
     def verify_and_repair(
         self,

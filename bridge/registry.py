@@ -856,54 +856,15 @@ class PromotionRegistry(Registry):
             )
         except (MlflowException, ValueError, TypeError, KeyError) as exc:
             raise CheckFailed(
-                f"{path} does not validate against the signature: {_schema_error(exc)}"
+                f"{path} does not validate against the signature: {schema_error(exc)}"
             ) from None
         shape = getattr(parsed.data, "shape", None)
         rows = f"{shape[0]} row(s)" if shape else type(parsed.data).__name__
         return f"{path} ({rows}) validates against the signature {input_schema.input_names()}"
 
 
-def _schema_error(exc: BaseException) -> str:
+def schema_error(exc: BaseException) -> str:
     """The useful part of an MLflow schema error (it starts by echoing the whole input)."""
     text = " ".join(str(exc).split())
     _, sep, why = text.partition(" Error: ")
     return (why if sep else text)[:500]
-
-
-def smoke_child(argv: list[str]) -> int:
-    """Child process of the smoke gate: load MODEL_URI with pyfunc, predict on its example.
-
-    Run as ``python -c 'from bridge.registry import smoke_child ...' MODEL_URI`` so a
-    model that hangs or crashes the interpreter cannot take the caller with it.
-    Prints one JSON line on success; one error line on stderr and exit 1 otherwise.
-    """
-    import json
-
-    import mlflow
-    from mlflow.models.utils import _validate_serving_input
-
-    [model_uri] = argv
-    tmp = tempfile.mkdtemp(prefix="bridge-smoke-")
-    try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
-        meta = mlflow.models.Model.load(local)
-        example = (meta.saved_input_example_info or {}).get("serving_input_path")
-        if not example:
-            print("the model has no serving input example to predict on", file=sys.stderr)
-            return 1
-        with open(os.path.join(local, example), encoding="utf-8") as fh:
-            serving_input = fh.read()
-        prediction = _validate_serving_input(local, serving_input)
-    except Exception as exc:  # noqa: BLE001 - the child reports any failure as one line
-        print(f"{type(exc).__name__}: {_schema_error(exc)}", file=sys.stderr)
-        return 1
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    shape = getattr(prediction, "shape", None)
-    size = (
-        list(shape)
-        if shape is not None
-        else (len(prediction) if hasattr(prediction, "__len__") else 1)
-    )
-    print(json.dumps({"prediction_type": type(prediction).__name__, "shape": size}))
-    return 0

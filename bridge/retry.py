@@ -74,9 +74,14 @@ class ShortRead(Exception):
     """A body ended before the promised number of bytes (a reset mid-transfer)."""
 
 
-def backoff_delay(attempt: int, base: float = 0.2, cap: float = 20.0) -> float:
-    """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
-    return random.uniform(0, min(cap, base * (2**attempt)))
+def backoff_delay(
+    attempt: int, base: float = 0.2, cap: float = 20.0, *, least: float = 0.0
+) -> float:
+    """Every wait before a retry in bridge: exponential with jitter, uniform in
+    [least × d, d] where d = min(cap, base × 2**attempt). ``least=0`` ("full jitter") for
+    retries of one request; 0.5 for a loop that must not come back too soon."""
+    d = min(cap, base * (2 ** min(attempt, 32)))
+    return random.uniform(least * d, d)
 
 
 def retrying(

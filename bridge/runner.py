@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import signal
 import sys
 import threading
@@ -11,6 +10,7 @@ import threading
 import click
 
 from bridge.errors import BridgeError, worst_exit_code
+from bridge.retry import backoff_delay
 from bridge.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -98,11 +98,7 @@ def poll_forever(reconciler, models, output_dir, interval: float, output: str) -
             log.error("sync pass failed: %s", exc.one_line())
             code = exc.exit_code
         failures = failures + 1 if code == 3 else 0
-        delay = (
-            interval
-            if not failures
-            else min(interval, 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
-        )
+        delay = interval if not failures else backoff_delay(failures, 1.0, interval, least=0.5)
         stop.wait(delay)
     sys.stdout.flush()
     return 0

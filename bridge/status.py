@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from bridge import keys
+from bridge import keys, layout
 from bridge.keys import ANNOTATION_PREFIX, MANAGED_BY, MANAGED_BY_LABEL
 from bridge.kserve_status import (
     FAILED_TO_LOAD,
@@ -460,7 +460,7 @@ def inspect_version(
     from bridge.keys import MARKER_NAME
     from bridge.publish import parse_marker
 
-    prefix = f"{store.prefix}{k8s}/{version}/"
+    prefix = layout.version_prefix(store.prefix, k8s, version)
     uri = store.uri(prefix)
     if keys is None:
         keys = store.list_keys(prefix)
@@ -480,17 +480,9 @@ def inspect_version(
             version, uri, True, digest if isinstance(digest, str) else None,
             check=check, problem=f"{MARKER_NAME} is unreadable or its digest does not match",
         )  # fmt: skip
-    problem = None
-    for rec in pv.files:
-        key = prefix + rec.path
-        if key not in keys:
-            problem = f"{rec.path} is missing"
-        elif keys[key] != rec.size:
-            problem = f"{rec.path} has {keys[key]} bytes, the marker says {rec.size}"
-        elif verify and store.object_digest(key) != (rec.size, rec.sha256):
-            problem = f"{rec.path} does not match its SHA-256"
-        if problem:
-            break
+    digest = (lambda key, _size: store.object_digest(key)) if verify else None
+    damaged = layout.damaged_files(pv.files, prefix, keys, digest, first_only=True)
+    problem = damaged[0][1] if damaged else None
     return StoreFacts(
         version, uri, True, pv.digest, pv.model, pv.run_id, check=check, problem=problem
     )
@@ -601,7 +593,9 @@ def collect(
             key = (name, aliases[canary_alias])
             canary = _version_facts(versions.get(key), key[1], unreadable.get(key))
         store_facts = {v: sf for (k, v), sf in inspected.items() if k == kname}
-        expected = {v: f"{store.uri(store.prefix)}{kname}/{v}/" for v in store_facts}
+        expected = {
+            v: store.uri(layout.version_prefix(store.prefix, kname, v)) for v in store_facts
+        }
         lineage = None
         if approved is not None:
             lineage = _lineage(approved.run_id, runs)

@@ -177,7 +177,7 @@ def test_failing_gates_block_and_report(scope, register, client, s3, tmp_path):
     assert not gates["no-regression accuracy"]["passed"]
     assert "regression" in gates["no-regression accuracy"]["message"]
     assert not gates["artifact-integrity"]["passed"]
-    assert "MLmodel changed" in gates["artifact-integrity"]["message"]
+    assert "MLmodel has 8 bytes, the marker says" in gates["artifact-integrity"]["message"]
     assert client.get_registered_model(model).aliases == {scope.alias: v2}
 
     cases = {c.get("name"): c for c in ET.parse(junit).getroot().iter("testcase")}
