@@ -68,6 +68,7 @@ class TransferOptions:
     copy_threshold: int = 5 * 1024**3
     attempts: int = 5
     trust_store_checksum: bool = True
+    proxy_ranges: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TransferOptions:
@@ -77,6 +78,7 @@ class TransferOptions:
             copy_threshold=settings.transfer_copy_threshold,
             attempts=max(settings.s3_max_attempts, 1) + 1,
             trust_store_checksum=settings.transfer_trust_store_checksum,
+            proxy_ranges=settings.transfer_proxy_ranges,
         )
 
 
@@ -177,12 +179,19 @@ class Engine:
         self, source, paths: list[str], prefix: str, progress: Progress
     ) -> list[Copied]:
         mode = self.mode(source)
-        workers = max(1, min(self._file_workers(source, mode, paths), len(paths)))
         results: dict[str, Copied] = {}
+        if mode != SERVER_SIDE and self.store.sha256_confirmed is None and len(paths) > 1:
+            # Upload the smallest file alone first: its answer tells whether the store
+            # checks the SHA-256 sent with each upload; if it does not, the other files
+            # go without it and the store's ETag (MD5) is their check, as it would be anyway.
+            first = min(paths, key=lambda p: source.listed_size(p) or 0)
+            results[first] = self._copy_one(source, mode, first, prefix + first, progress)
+        rest = [p for p in paths if p not in results]
+        workers = max(1, min(self._file_workers(source, mode, rest), len(rest) or 1))
         with ThreadPoolExecutor(workers, thread_name_prefix="bridge-file") as files:
             futures = {
                 files.submit(self._copy_one, source, mode, path, prefix + path, progress): path
-                for path in paths
+                for path in rest
             }
             done, pending = wait(futures, return_when=FIRST_EXCEPTION)
             for fut in pending:
@@ -216,7 +225,11 @@ class Engine:
             size = source.listed_size(path) if getattr(source, "resumable", False) else None
             if size is None:
                 copied = self._proxy(source, path, key, progress)
-            elif size > self.options.part_size and getattr(source, "ranged", False):
+            elif (
+                self.options.proxy_ranges
+                and size > self.options.part_size
+                and getattr(source, "ranged", False)
+            ):
                 with self.store.errors(f"copying {path} to {self.store.uri(key)}"):
                     copied = self._ranged(source, path, key, size, progress)
             else:
@@ -381,7 +394,8 @@ class Engine:
         files upload their parts on the part workers while the next part is read.
         """
         single = size <= self.options.part_size
-        upload_id = None if single else self.store.create_multipart(key, checksum=True)
+        send_sha = self.store.sha256_confirmed is not False  # fixed for the whole upload
+        upload_id = None if single else self.store.create_multipart(key, checksum=send_sha)
         sha = hashlib.sha256()
         futures: list[Future] = []
         sizes: dict[Future, int] = {}
@@ -389,7 +403,7 @@ class Engine:
         def upload(i: int, data: bytes):
             # Runs in a part worker: hashing here overlaps with the next read.
             try:
-                part_sha = hashlib.sha256(data).hexdigest()
+                part_sha = hashlib.sha256(data).hexdigest() if send_sha else None
                 if upload_id is None:
                     etag, checked = self._retry(
                         f"upload {key}", lambda: self.store.put_object(key, data, part_sha)
@@ -449,7 +463,8 @@ class Engine:
         stays within the budget. Each range is read, resumed and retried on its own;
         all must come from one object (same ETag, same size as listed).
         """
-        upload_id = self.store.create_multipart(key, checksum=True)
+        send_sha = self.store.sha256_confirmed is not False
+        upload_id = self.store.create_multipart(key, checksum=send_sha)
         whole = _InOrder(self._budget)
         seen = _SameObject(path, size)
         futures: list[Future] = []
@@ -460,7 +475,16 @@ class Engine:
                     self._fence()
                 self._budget.acquire(b - a)
                 fut = self._parts.submit(
-                    self._range_part, source, path, key, upload_id, i, a, b, whole, seen, progress
+                    self._range_part,
+                    source,
+                    path,
+                    key,
+                    upload_id,
+                    (i, a, b),
+                    whole,
+                    seen,
+                    send_sha,
+                    progress,
                 )
                 futures.append(fut)
                 sizes[fut] = b - a
@@ -486,14 +510,15 @@ class Engine:
         return self._read_back(path, key, size, digest)
 
     def _range_part(
-        self, source, path, key, upload_id, i, a, b, whole, seen, progress
+        self, source, path, key, upload_id, span, whole, seen, send_sha, progress
     ) -> tuple[dict, bool]:
         """Read bytes [a, b) of ``path`` and upload them as part ``i + 1``; its bytes go
         back to the budget once hashed in file order (or here, if this fails)."""
+        i, a, b = span
         try:
             data = self._read_range(source, path, a, b, seen)
             progress.add_bytes(len(data))
-            part_sha = hashlib.sha256(data).hexdigest()
+            part_sha = hashlib.sha256(data).hexdigest() if send_sha else None
             p, checked = self._retry(
                 f"upload part {i + 1} of {key}",
                 lambda: self.store.upload_part(key, upload_id, i + 1, data, part_sha),

@@ -7,7 +7,10 @@ own download of a large file does the same: ``HttpArtifactRepository._multipart_
 returns, in parallel, and asks for a new URL before retrying failed ranges. Through
 the proxy itself a range would cost the server a whole download of the file
 (``_download_artifact`` in mlflow/server/handlers.py), so bridge only splits files
-where the server presigns. Faults are injected into the bodies the real servers send
+where the server presigns, and only with BRIDGE_TRANSFER_PROXY_RANGES=true: moto_server
+builds the whole object's answer for every ranged GET and then cuts the range out
+(``S3Response._handle_range_header``, moto/s3/responses.py, moto 5.2.5), which makes
+ranges slower than one stream there. Faults are injected into the bodies the real servers send
 (a cut body, the source object replaced between two ranges).
 """
 
@@ -48,7 +51,12 @@ def _setup(scope, client, s3, big: bytes):
     uri = client.get_model_version_download_uri(name, v)
     settings = load_settings(
         {},
-        env={**scope.env, "BRIDGE_SOURCE_ARTIFACTS_URI": "", "BRIDGE_TRANSFER_PART_SIZE": "5MiB"},
+        env={
+            **scope.env,
+            "BRIDGE_SOURCE_ARTIFACTS_URI": "",
+            "BRIDGE_TRANSFER_PART_SIZE": "5MiB",
+            "BRIDGE_TRANSFER_PROXY_RANGES": "true",
+        },
     )
     source = ArtifactSource(uri, scope.env["MLFLOW_TRACKING_URI"], settings)
     source.list_files()
@@ -194,3 +202,50 @@ def test_a_file_replaced_between_ranges_is_detected_and_nothing_stored(
     uploads = s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
     assert uploads.get("Uploads", []) == []
     assert engine._budget.free == engine._budget.total
+
+
+def test_sha256_stops_being_sent_to_a_store_that_ignores_it(scope, client, s3, monkeypatch):
+    """moto_server ignores ``x-amz-checksum-sha256`` (it does not echo it, see
+    test_transfer_proxy.py), and computing it costs it CPU: the smallest file goes first
+    with the checksum, the store's answer shows it is not checked, and the other files'
+    uploads go without it, still verified by the ETag (MD5) and stored byte for byte."""
+    files = {
+        "MLmodel": b"flavors: {}\n",
+        "model.bin": random.Random(6).randbytes(11 * MIB),
+        "b.bin": random.Random(7).randbytes(MIB),
+    }
+    name = unique("xfer-nosha")
+    v = create_version(client, s3, name, files)
+    uri = client.get_model_version_download_uri(name, v)
+    settings = load_settings(
+        {},
+        env={**scope.env, "BRIDGE_SOURCE_ARTIFACTS_URI": "", "BRIDGE_TRANSFER_PART_SIZE": "5MiB"},
+    )
+    source = ArtifactSource(uri, scope.env["MLFLOW_TRACKING_URI"], settings)
+    source.list_files()
+    store = Store(settings)
+    sent: list[tuple[str, bool]] = []
+    for op in ("put_object", "upload_part", "create_multipart_upload"):
+        real = getattr(store._client, op)
+
+        def record(*args, _real=real, _op=op, **kwargs):
+            sha = "ChecksumSHA256" in kwargs or "ChecksumAlgorithm" in kwargs
+            sent.append((kwargs["Key"].rsplit("/", 1)[-1], sha))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(store._client, op, record)
+    engine = Engine(store, TransferOptions.from_settings(settings))
+    prefix = unique("p") + "/"
+    try:
+        copied = engine.copy_files(source, sorted(files), prefix, Progress("x", 0, 3, live=False))
+    finally:
+        engine.close()
+    assert sent[0] == ("MLmodel", True)
+    assert store.sha256_confirmed is False
+    assert [s for s in sent[1:] if s[1]] == []
+    assert {c.path: c.sha256 for c in copied} == {
+        p: hashlib.sha256(d).hexdigest() for p, d in files.items()
+    }
+    bucket, _ = split(scope.target_uri)
+    for p, d in files.items():
+        assert s3.get_object(Bucket=bucket, Key=prefix + p)["Body"].read() == d
