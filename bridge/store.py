@@ -50,10 +50,6 @@ def b64_to_hex(value: str | None) -> str | None:
         return None
 
 
-def _checksum(sha256_hex: str | None) -> dict:
-    return {"ChecksumSHA256": hex_to_b64(sha256_hex)} if sha256_hex else {}
-
-
 def hex_to_b64(value: str) -> str:
     return base64.b64encode(bytes.fromhex(value)).decode()
 
@@ -201,10 +197,6 @@ class Store:
         self.prefix = settings.target_prefix
         self.endpoint_url = settings.target_endpoint_url
         self.profile = settings.target_profile or None  # the identity it writes with
-        # Whether the store echoed the SHA-256 sent with the last upload (None: none
-        # yet). A store that ignores it (moto_server, some S3 servers) is verified by
-        # its ETag (MD5) instead, so bridge stops sending it; computing it costs the store.
-        self.sha256_confirmed: bool | None = None
         self._client = s3_client(
             settings.target_endpoint_url,
             settings.target_region,
@@ -363,22 +355,20 @@ class Store:
         )
         return b64_to_hex(resp.get("CopyObjectResult", {}).get("ChecksumSHA256"))
 
-    def put_object(self, key: str, data: bytes, sha256_hex: str | None) -> tuple[str, bool]:
+    def put_object(self, key: str, data: bytes, sha256_hex: str) -> tuple[str, bool]:
         """Upload a small object whole, with our SHA-256 for the store to check on arrival.
 
         Returns the ETag the store computed (the MD5 of what it received, for
         unencrypted objects) and whether the store confirmed our SHA-256 (stores
-        that check it echo it back; others ignore it). ``sha256_hex`` None: sent
-        without it (to a store known to ignore it, see ``sha256_confirmed``)."""
-        ours = _checksum(sha256_hex)
+        that check it echo it back; others ignore it)."""
         resp = self._client.put_object(
             Bucket=self.bucket,
             Key=key,
             Body=data,
+            ChecksumSHA256=hex_to_b64(sha256_hex),
             ContentType="application/octet-stream",
-            **ours,
         )
-        return resp["ETag"].strip('"'), self._confirmed(resp, ours)
+        return resp["ETag"].strip('"'), resp.get("ChecksumSHA256") == hex_to_b64(sha256_hex)
 
     def create_multipart(self, key: str, checksum: bool) -> str:
         extra = {"ChecksumAlgorithm": "SHA256"} if checksum else {}
@@ -388,28 +378,21 @@ class Store:
         return resp["UploadId"]
 
     def upload_part(
-        self, key: str, upload_id: str, number: int, data: bytes, sha256_hex: str | None
+        self, key: str, upload_id: str, number: int, data: bytes, sha256_hex: str
     ) -> tuple[dict, bool]:
-        """One part, with its SHA-256 (unless None): (the part for the completion,
-        whether the store confirmed our SHA-256)."""
-        ours = _checksum(sha256_hex)
+        """One part, with its SHA-256: (the part for the completion, whether the store
+        confirmed our SHA-256)."""
         resp = self._client.upload_part(
             Bucket=self.bucket,
             Key=key,
             UploadId=upload_id,
             PartNumber=number,
             Body=data,
-            **ours,
+            ChecksumSHA256=hex_to_b64(sha256_hex),
         )
-        part = {"PartNumber": number, "ETag": resp["ETag"], **ours}
-        return part, self._confirmed(resp, ours)
-
-    def _confirmed(self, resp: dict, ours: dict) -> bool:
-        if not ours:
-            return False
-        confirmed = resp.get("ChecksumSHA256") == ours["ChecksumSHA256"]
-        self.sha256_confirmed = confirmed
-        return confirmed
+        ours = hex_to_b64(sha256_hex)
+        part = {"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": ours}
+        return part, resp.get("ChecksumSHA256") == ours
 
     def upload_part_copy(
         self, key: str, upload_id: str, number: int, src: S3Object, start: int, end: int

@@ -179,19 +179,12 @@ class Engine:
         self, source, paths: list[str], prefix: str, progress: Progress
     ) -> list[Copied]:
         mode = self.mode(source)
+        workers = max(1, min(self._file_workers(source, mode, paths), len(paths)))
         results: dict[str, Copied] = {}
-        if mode != SERVER_SIDE and self.store.sha256_confirmed is None and len(paths) > 1:
-            # Upload the smallest file alone first: its answer tells whether the store
-            # checks the SHA-256 sent with each upload; if it does not, the other files
-            # go without it and the store's ETag (MD5) is their check, as it would be anyway.
-            first = min(paths, key=lambda p: source.listed_size(p) or 0)
-            results[first] = self._copy_one(source, mode, first, prefix + first, progress)
-        rest = [p for p in paths if p not in results]
-        workers = max(1, min(self._file_workers(source, mode, rest), len(rest) or 1))
         with ThreadPoolExecutor(workers, thread_name_prefix="bridge-file") as files:
             futures = {
                 files.submit(self._copy_one, source, mode, path, prefix + path, progress): path
-                for path in rest
+                for path in paths
             }
             done, pending = wait(futures, return_when=FIRST_EXCEPTION)
             for fut in pending:
@@ -394,8 +387,7 @@ class Engine:
         files upload their parts on the part workers while the next part is read.
         """
         single = size <= self.options.part_size
-        send_sha = self.store.sha256_confirmed is not False  # fixed for the whole upload
-        upload_id = None if single else self.store.create_multipart(key, checksum=send_sha)
+        upload_id = None if single else self.store.create_multipart(key, checksum=True)
         sha = hashlib.sha256()
         futures: list[Future] = []
         sizes: dict[Future, int] = {}
@@ -403,7 +395,7 @@ class Engine:
         def upload(i: int, data: bytes):
             # Runs in a part worker: hashing here overlaps with the next read.
             try:
-                part_sha = hashlib.sha256(data).hexdigest() if send_sha else None
+                part_sha = hashlib.sha256(data).hexdigest()
                 if upload_id is None:
                     etag, checked = self._retry(
                         f"upload {key}", lambda: self.store.put_object(key, data, part_sha)
@@ -463,8 +455,7 @@ class Engine:
         stays within the budget. Each range is read, resumed and retried on its own;
         all must come from one object (same ETag, same size as listed).
         """
-        send_sha = self.store.sha256_confirmed is not False
-        upload_id = self.store.create_multipart(key, checksum=send_sha)
+        upload_id = self.store.create_multipart(key, checksum=True)
         whole = _InOrder(self._budget)
         seen = _SameObject(path, size)
         futures: list[Future] = []
@@ -483,7 +474,6 @@ class Engine:
                     (i, a, b),
                     whole,
                     seen,
-                    send_sha,
                     progress,
                 )
                 futures.append(fut)
@@ -510,7 +500,7 @@ class Engine:
         return self._read_back(path, key, size, digest)
 
     def _range_part(
-        self, source, path, key, upload_id, span, whole, seen, send_sha, progress
+        self, source, path, key, upload_id, span, whole, seen, progress
     ) -> tuple[dict, bool]:
         """Read bytes [a, b) of ``path`` and upload them as part ``i + 1``; its bytes go
         back to the budget once hashed in file order (or here, if this fails)."""
@@ -518,7 +508,7 @@ class Engine:
         try:
             data = self._read_range(source, path, a, b, seen)
             progress.add_bytes(len(data))
-            part_sha = hashlib.sha256(data).hexdigest() if send_sha else None
+            part_sha = hashlib.sha256(data).hexdigest()
             p, checked = self._retry(
                 f"upload part {i + 1} of {key}",
                 lambda: self.store.upload_part(key, upload_id, i + 1, data, part_sha),
