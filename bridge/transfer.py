@@ -515,6 +515,7 @@ class Engine:
             )
         except BaseException:
             self._budget.release(b - a)
+            whole.drop()  # the parts after this one will never be hashed
             raise
         ok = checked or _etag(p["ETag"]) == _md5(data)
         whole.add(i, data)
@@ -667,10 +668,14 @@ class _InOrder:
         self._sha = hashlib.sha256()
         self._next = 0
         self._waiting: dict[int, bytes] = {}
+        self._dropped = False
         self._lock = threading.Lock()
 
     def add(self, i: int, data: bytes) -> None:
         with self._lock:
+            if self._dropped:
+                self._budget.release(len(data))
+                return
             self._waiting[i] = data
             while self._next in self._waiting:
                 ready = self._waiting.pop(self._next)
@@ -679,8 +684,10 @@ class _InOrder:
                 self._budget.release(len(ready))
 
     def drop(self) -> None:
-        """Give back the bytes of parts that will never be hashed (the copy failed)."""
+        """Give back the bytes of parts that will never be hashed (the copy failed), now
+        and as they arrive, so that they do not hold the budget other files wait for."""
         with self._lock:
+            self._dropped = True
             for data in self._waiting.values():
                 self._budget.release(len(data))
             self._waiting.clear()
