@@ -177,10 +177,13 @@ def run() -> list[dict]:
         same = ("same endpoint", stack.s3_url, s3, "bridge-models")
         cross = ("cross endpoint", second.url, second.client, "remote-models")
         proxy = ("MLflow proxy", stack.s3_url, s3, "bridge-models")
+        # the same with parallel byte ranges of the presigned URL (off by default: on
+        # moto_server every ranged GET costs a read of the whole object)
+        proxy_ranges = ("MLflow proxy, parallel ranges", stack.s3_url, s3, "bridge-models")
         models = {
             "one file": (
                 {"MLmodel": _files(0, 1)["MLmodel"], "model.bin": os.urandom(size)},
-                (same, cross, proxy),
+                (same, cross, proxy, proxy_ranges),
             ),
             f"{many} files": (_files(size, many), (same, cross)),
             f"{small_n} small files": (_files(small_n * small_kb * 1024, small_n), (proxy,)),
@@ -200,8 +203,10 @@ def run() -> list[dict]:
                     "BRIDGE_TARGET_URI": f"s3://{bucket}/{uuid.uuid4().hex[:6]}",
                     "BRIDGE_TARGET_ENDPOINT_URL": endpoint,
                 }
-                if where == "MLflow proxy":
+                if where.startswith("MLflow proxy"):
                     env["BRIDGE_SOURCE_ARTIFACTS_URI"] = ""
+                if where == proxy_ranges[0]:
+                    env["BRIDGE_TRANSFER_PROXY_RANGES"] = "true"
                 got = _child(env, [name])
                 assert got["first"]["exit"] == 0 and got["again"]["bytes"] == 0
                 row = {

@@ -16,6 +16,7 @@ import posixpath
 import shutil
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -143,9 +144,10 @@ def translate_mlflow_error(exc, what: str, tracking_uri: str | None) -> BridgeEr
 
 
 # Installed with full MLflow, never used by a sync, a status or a daemon: `import mlflow`
-# loads them through optional imports (mlflow.data registers a pandas dataset
-# constructor when pandas imports), which costs seconds and ~100 MB per process.
-_UNUSED_HEAVY = ("pandas", "scipy", "pyarrow")
+# loads them through optional imports (mlflow.data registers pandas and NumPy dataset
+# constructors when they import), which costs seconds and ~100 MB per process.
+# mlflow-skinny (the slim image) installs none of them.
+_UNUSED_HEAVY = ("pandas", "scipy", "pyarrow", "numpy")
 
 
 class _Unimportable(importlib.abc.MetaPathFinder):
@@ -159,7 +161,7 @@ class _Unimportable(importlib.abc.MetaPathFinder):
 
 
 def lean_mlflow_imports() -> None:
-    """Import MLflow's client as the slim image has it, without pandas, SciPy, pyarrow.
+    """Import MLflow's client as the slim image has it, without pandas, SciPy, pyarrow, NumPy.
 
     For the processes that only sync, report status or serve (`bridge sync`,
     `render`, `status`, `serve`): MLflow imports these optionally and the daemon
@@ -524,6 +526,8 @@ class ArtifactSource:
         self._repo_obj = None
         self._objects: dict | None = None
         self._sizes: dict[str, int | None] = {}
+        self._signed: dict[str, object] = {}
+        self._signed_lock = threading.Lock()
         self.direct = direct_location(uri, settings) if settings is not None else None
         if self.direct is None:
             _ = self._repo
@@ -594,6 +598,40 @@ class ArtifactSource:
             if self._presigned:
                 return _presigned_body(self._repo, path, offset)
             return _http_body(self._repo, path, offset)
+
+    @property
+    def ranged(self) -> bool:
+        """Parts of one file can be read in parallel, each with its own byte-range GET.
+
+        Only through URLs the server presigned: then each range is one GET on the store
+        the server proxies. Through the proxy itself, every request makes the server
+        fetch the whole file from its store first (``_download_artifact`` in
+        mlflow/server/handlers.py downloads it to a temporary directory), so ranges in
+        parallel would multiply the server's reads; there a file is one resumable stream.
+        """
+        return self.resumable and self._presigned
+
+    def read_range(self, path: str, start: int, end: int, fresh_url: bool = False):
+        """A readable body of bytes [start, end) of ``path``, through a presigned URL.
+
+        The body carries ``etag`` (of the object the store served) and ``total`` (its
+        size, from ``Content-Range``) so that a caller reading a file in ranges can
+        tell it changed between them. ``fresh_url``: ask the server for a new URL (a
+        retry after a failure: the last one may have expired).
+        """
+        with mlflow_errors(f"reading artifact {path!r} at {self.uri}", self.tracking_uri):
+            presigned = self._signed_url(path, fresh_url)
+            return _range_body(presigned, path, start, end)
+
+    def _signed_url(self, path: str, fresh: bool):
+        # One URL per file for all its ranges (MLflow's own parallel download does the same).
+        with self._signed_lock:
+            presigned = None if fresh else self._signed.get(path)
+        if presigned is None:
+            presigned = self._repo._get_presigned_download_url(path)
+            with self._signed_lock:
+                self._signed[path] = presigned
+        return presigned
 
     @functools.cached_property
     def _presigned(self) -> bool:
@@ -725,6 +763,37 @@ def _presigned_body(repo, path: str, offset: int) -> _HttpBody:
             raise TemporaryError(f"{path}: the store ignored the byte range; it will be read again")
         resp.raw.decode_content = True
         return _HttpBody(resp)
+    except BaseException:
+        resp.close()
+        raise
+
+
+class _RangeBody(_HttpBody):
+    def __init__(self, resp, etag: str, total: int):
+        super().__init__(resp)
+        self.etag = etag
+        self.total = total
+
+
+def _range_body(presigned, path: str, start: int, end: int) -> _RangeBody:
+    from mlflow.utils.request_utils import cloud_storage_http_request
+
+    headers = {**(presigned.headers or {}), "Range": f"bytes={start}-{end - 1}"}
+    resp = cloud_storage_http_request(
+        "get", presigned.url, headers=headers, stream=True, timeout=(5, 60)
+    )
+    try:
+        resp.raise_for_status()
+        # "bytes <first>-<last>/<size>" (RFC 9110 14.4): anything else is not the range asked
+        unit, _, spec = resp.headers.get("Content-Range", "").partition(" ")
+        span, _, total = spec.partition("/")
+        if resp.status_code != 206 or unit != "bytes" or span != f"{start}-{end - 1}":
+            raise TemporaryError(
+                f"{path}: the store did not answer with bytes {start}-{end - 1}; "
+                "it will be read again"
+            )
+        resp.raw.decode_content = True
+        return _RangeBody(resp, resp.headers.get("ETag", ""), int(total) if total.isdigit() else -1)
     except BaseException:
         resp.close()
         raise

@@ -567,6 +567,14 @@ class Settings:
         "reading the source (false: read and hash the source too).",
         _parse_bool,
     )
+    transfer_proxy_ranges: bool = _setting(
+        False,
+        ("BRIDGE_TRANSFER_PROXY_RANGES",),
+        "MLflow proxy: read files larger than one part as parallel byte ranges of the URL "
+        "the server presigns (pays where one connection is the limit; slower on stores that "
+        "read the whole object for each range, such as moto_server).",
+        _parse_bool,
+    )
     progress: str = _setting(
         "auto",
         ("BRIDGE_PROGRESS",),

@@ -68,6 +68,7 @@ class TransferOptions:
     copy_threshold: int = 5 * 1024**3
     attempts: int = 5
     trust_store_checksum: bool = True
+    proxy_ranges: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TransferOptions:
@@ -77,6 +78,7 @@ class TransferOptions:
             copy_threshold=settings.transfer_copy_threshold,
             attempts=max(settings.s3_max_attempts, 1) + 1,
             trust_store_checksum=settings.transfer_trust_store_checksum,
+            proxy_ranges=settings.transfer_proxy_ranges,
         )
 
 
@@ -216,6 +218,13 @@ class Engine:
             size = source.listed_size(path) if getattr(source, "resumable", False) else None
             if size is None:
                 copied = self._proxy(source, path, key, progress)
+            elif (
+                self.options.proxy_ranges
+                and size > self.options.part_size
+                and getattr(source, "ranged", False)
+            ):
+                with self.store.errors(f"copying {path} to {self.store.uri(key)}"):
+                    copied = self._ranged(source, path, key, size, progress)
             else:
                 chunks = self._chunks(
                     lambda off: source.open_at(path, off), size, f"read {path}", exact=True
@@ -436,6 +445,114 @@ class Engine:
             return Copied(path, size, digest)
         return self._read_back(path, key, size, digest)
 
+    # --- ranged: parts of one file read in parallel --------------------------------
+
+    def _ranged(self, source, path: str, key: str, size: int, progress: Progress) -> Copied:
+        """Read a file as byte ranges in parallel, each range uploaded as one part.
+
+        Ranges are taken from the byte budget in file order and hashed in file order
+        (``_InOrder``), so the file's SHA-256 is over its bytes as they are and memory
+        stays within the budget. Each range is read, resumed and retried on its own;
+        all must come from one object (same ETag, same size as listed).
+        """
+        upload_id = self.store.create_multipart(key, checksum=True)
+        whole = _InOrder(self._budget)
+        seen = _SameObject(path, size)
+        futures: list[Future] = []
+        sizes: dict[Future, int] = {}
+        try:
+            for i, (a, b) in enumerate(ranges(size, self.options.part_size)):
+                if self._fence is not None:
+                    self._fence()
+                self._budget.acquire(b - a)
+                fut = self._parts.submit(
+                    self._range_part,
+                    source,
+                    path,
+                    key,
+                    upload_id,
+                    (i, a, b),
+                    whole,
+                    seen,
+                    progress,
+                )
+                futures.append(fut)
+                sizes[fut] = b - a
+                failed = [f for f in futures if f.done() and f.exception() is not None]
+                if failed:
+                    raise failed[0].exception()
+            results = [f.result() for f in futures]
+            parts = [p for p, _ in results]
+            self._retry(
+                f"complete {key}", lambda: self.store.complete_multipart(key, upload_id, parts)
+            )
+        except BaseException:
+            for f in futures:
+                if f.cancel():
+                    self._budget.release(sizes[f])  # _range_part never ran for it
+            wait(futures)
+            whole.drop()
+            self._abort(key, upload_id)
+            raise
+        digest = whole.hexdigest()
+        if all(ok for _, ok in results):
+            return Copied(path, size, digest)
+        return self._read_back(path, key, size, digest)
+
+    def _range_part(
+        self, source, path, key, upload_id, span, whole, seen, progress
+    ) -> tuple[dict, bool]:
+        """Read bytes [a, b) of ``path`` and upload them as part ``i + 1``; its bytes go
+        back to the budget once hashed in file order (or here, if this fails)."""
+        i, a, b = span
+        try:
+            data = self._read_range(source, path, a, b, seen)
+            progress.add_bytes(len(data))
+            part_sha = hashlib.sha256(data).hexdigest()
+            p, checked = self._retry(
+                f"upload part {i + 1} of {key}",
+                lambda: self.store.upload_part(key, upload_id, i + 1, data, part_sha),
+            )
+        except BaseException:
+            self._budget.release(b - a)
+            whole.drop()  # the parts after this one will never be hashed
+            raise
+        ok = checked or _etag(p["ETag"]) == _md5(data)
+        whole.add(i, data)
+        return p, ok
+
+    def _read_range(self, source, path: str, a: int, b: int, seen: _SameObject) -> bytearray:
+        """Bytes [a, b) of ``path``, resumed where a failed read stopped, with backoff."""
+        buf = bytearray(b - a)
+        view = memoryview(buf)
+        got, failures = 0, 0
+        while got < b - a:
+            body = None
+            try:
+                body = source.read_range(path, a + got, b, fresh_url=failures > 0)
+                seen.check(body.etag, body.total)
+                while got < b - a:
+                    data = body.read(min(b - a - got, _READ_PIECE))
+                    if not data:
+                        raise ShortRead(f"the body ended after {got} of {b - a} bytes")
+                    view[got : got + len(data)] = data
+                    got += len(data)
+            except SourceChanged:
+                raise
+            except Exception as exc:
+                # TemporaryError: the request failed (MLflow or the store); a new URL may do
+                if not (isinstance(exc, TemporaryError) or is_transient(exc)):
+                    raise
+                failures += 1
+                if failures >= self.options.attempts:
+                    raise
+                delay = backoff_delay(failures)
+                log.debug("read %s: %s at byte %d; resuming in %.2fs", path, exc, a + got, delay)
+                time.sleep(delay)
+            finally:
+                _close(body)
+        return buf
+
     def _abort(self, key: str, upload_id: str) -> None:
         try:
             self.store.abort_multipart(key, upload_id)
@@ -515,6 +632,68 @@ class ByteBudget:
             if self._free > self.total:
                 raise RuntimeError("ByteBudget released more than was acquired")
             self._cond.notify_all()
+
+
+class SourceChanged(TemporaryError):
+    """The source file changed while it was being read; the next sync copies it again."""
+
+
+class _SameObject:
+    """All ranges of one file must come from one object: one ETag, the listed size."""
+
+    def __init__(self, path: str, size: int):
+        self.path = path
+        self.size = size
+        self._etag: str | None = None
+        self._lock = threading.Lock()
+
+    def check(self, etag: str, total: int) -> None:
+        with self._lock:
+            if self._etag is None:
+                self._etag = etag
+            same = etag == self._etag and total == self.size
+        if not same:
+            raise SourceChanged(
+                f"read {self.path}: it changed while it was read (ETag or size differ "
+                "between byte ranges); it will be copied again"
+            )
+
+
+class _InOrder:
+    """SHA-256 of a file whose parts arrive in any order: each is hashed once all
+    before it are, then its bytes go back to the budget."""
+
+    def __init__(self, budget: ByteBudget):
+        self._budget = budget
+        self._sha = hashlib.sha256()
+        self._next = 0
+        self._waiting: dict[int, bytes] = {}
+        self._dropped = False
+        self._lock = threading.Lock()
+
+    def add(self, i: int, data: bytes) -> None:
+        with self._lock:
+            if self._dropped:
+                self._budget.release(len(data))
+                return
+            self._waiting[i] = data
+            while self._next in self._waiting:
+                ready = self._waiting.pop(self._next)
+                self._sha.update(ready)
+                self._next += 1
+                self._budget.release(len(ready))
+
+    def drop(self) -> None:
+        """Give back the bytes of parts that will never be hashed (the copy failed), now
+        and as they arrive, so that they do not hold the budget other files wait for."""
+        with self._lock:
+            self._dropped = True
+            for data in self._waiting.values():
+                self._budget.release(len(data))
+            self._waiting.clear()
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
 
 
 _MMAP_THRESHOLD = 1024 * 1024

@@ -1,9 +1,10 @@
 """The sync path does not import what it does not use, even with full MLflow installed.
 
-In the dev environment pandas, SciPy and pyarrow are installed (full ``mlflow``), and
-``import mlflow`` pulls them in through optional imports: ``mlflow/data/dataset_registry.py``
+In the dev environment pandas, SciPy, pyarrow and NumPy are installed (full ``mlflow``),
+and ``import mlflow`` pulls them in through optional imports: ``mlflow/data/dataset_registry.py``
 (mlflow 3.17.2 as installed) does ``with suppress(ImportError): from
-mlflow.data.pandas_dataset import from_pandas``, which imports pandas. The daemon image
+mlflow.data.pandas_dataset import from_pandas`` (and ``numpy_dataset``), which import pandas
+and NumPy; mlflow-skinny, the slim image's MLflow, depends on none of them. The daemon image
 does not install them and syncs without them. This checks which modules a real
 ``bridge sync --once`` / ``bridge status`` process ends with; it is not a timing test.
 """
@@ -22,7 +23,7 @@ from .transfer_support import create_version, model_files
 
 pytestmark = pytest.mark.integration
 
-HEAVY = ("pandas", "scipy", "pyarrow")
+HEAVY = ("pandas", "scipy", "pyarrow", "numpy")
 
 # Runs the real command line and reports, at exit, which of HEAVY were imported.
 PROBE = f"""
@@ -56,7 +57,7 @@ def test_the_full_install_has_the_heavy_modules():
 
 
 @pytest.mark.parametrize("source", ["direct S3", "MLflow proxy"])
-def test_sync_process_does_not_import_pandas_scipy_pyarrow(scope, client, s3, source):
+def test_sync_process_does_not_import_numpy_pandas_scipy_pyarrow(scope, client, s3, source):
     name = unique("lean")
     v = create_version(client, s3, name, model_files(big=1024, small=2, seed=3))
     client.set_registered_model_alias(name, scope.alias, v)
@@ -66,6 +67,6 @@ def test_sync_process_does_not_import_pandas_scipy_pyarrow(scope, client, s3, so
     assert loaded == []
 
 
-def test_status_process_does_not_import_pandas_scipy_pyarrow(scope):
+def test_status_process_does_not_import_numpy_pandas_scipy_pyarrow(scope):
     loaded, _ = _loaded(scope, "status", "--output", "json")
     assert loaded == []

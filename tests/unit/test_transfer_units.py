@@ -255,3 +255,36 @@ def test_small_files_are_copied_more_at_a_time():
     assert engine._file_workers(Source(64 << 20), PROXY, paths) == 8
     assert engine._file_workers(Source(32 << 10), SERVER_SIDE, paths) == 8
     engine.close()
+
+
+def test_parts_hashed_in_file_order_whatever_order_they_arrive():
+    """Ranged proxy reads: the file's SHA-256 is over its bytes in order, and each part's
+    bytes go back to the budget once it is hashed."""
+    import hashlib
+
+    from bridge.transfer import ByteBudget, _InOrder
+
+    parts = [bytes([i]) * 1000 for i in range(5)]
+    budget = ByteBudget(5000)
+    for p in parts:
+        budget.acquire(len(p))
+    whole = _InOrder(budget)
+    for i in (3, 1, 4, 0, 2):
+        whole.add(i, parts[i])
+    assert whole.hexdigest() == hashlib.sha256(b"".join(parts)).hexdigest()
+    assert budget.free == budget.total
+
+
+def test_parts_arriving_after_a_failed_part_give_their_bytes_back_at_once():
+    """Part 0 failed: the parts after it will never be hashed, so neither those waiting
+    nor those still arriving may hold the byte budget other files wait for."""
+    from bridge.transfer import ByteBudget, _InOrder
+
+    budget = ByteBudget(3000)
+    budget.acquire(3000)
+    whole = _InOrder(budget)
+    whole.add(1, b"x" * 1000)  # waits for part 0
+    budget.release(1000)  # part 0 failed and gave back its own bytes
+    whole.drop()
+    whole.add(2, b"y" * 1000)  # was in flight
+    assert budget.free == budget.total
