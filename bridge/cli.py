@@ -222,8 +222,9 @@ def dev():
 
 @dev.command("up")
 @state_dir_option
+@output_option("shell", help="`export` lines for eval, or the variables as JSON or YAML.")
 @pass_ctx
-def dev_up(ctx: Context, state_dir):
+def dev_up(ctx: Context, state_dir, output):
     """Start MLflow + S3 on free ports and print the environment to use.
 
     \b
@@ -247,19 +248,24 @@ def dev_up(ctx: Context, state_dir):
             f"S3 at {stack.s3_url} (pid {stack.s3_pid}); state in {stack.state_dir}",
             err=True,
         )
-    click.echo(devstack.shell_exports(stack.env()), nl=False)
+    if output == "shell":
+        click.echo(devstack.shell_exports(stack.env()), nl=False)
+    else:
+        print_data(stack.env(), output)
     return 0
 
 
 @dev.command("env")
 @state_dir_option
+@output_option("shell", help="`export` lines for eval, or the variables as JSON or YAML.")
 @pass_ctx
-def dev_env(ctx: Context, state_dir):
+def dev_env(ctx: Context, state_dir, output):
     """Print the environment of the running stack (for eval).
 
     \b
     Example:
       eval "$(bridge dev env)"
+      bridge dev env -o json | jq -r .MLFLOW_TRACKING_URI
     """
     from pathlib import Path
 
@@ -270,7 +276,10 @@ def dev_env(ctx: Context, state_dir):
     stack = devstack.read_state(path.resolve())
     if stack is None or not stack.is_running():
         raise UsageError(f"no dev stack is running in {path}", hint="start one with: bridge dev up")
-    click.echo(devstack.shell_exports(stack.env()), nl=False)
+    if output == "shell":
+        click.echo(devstack.shell_exports(stack.env()), nl=False)
+    else:
+        print_data(stack.env(), output)
     return 0
 
 

@@ -30,6 +30,8 @@ DATA_COMMANDS = [
     ("rollout",),
     ("credentials",),
     ("config",),
+    ("dev", "up"),
+    ("dev", "env"),
 ]
 CLUSTER_COMMANDS = [("sync",), ("status",), ("rollout",), ("serve",)]
 APPLYING_COMMANDS = [("sync",), ("rollout",)]
