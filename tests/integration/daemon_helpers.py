@@ -141,3 +141,16 @@ def alias_event(model: str, alias: str, version: str) -> dict:
         "timestamp": "2026-01-01T00:00:00+00:00",
         "data": {"name": model, "alias": alias, "version": version},
     }
+
+
+def webhook_stack(state_dir: Path):
+    """A private dev stack (generator: yields it, then stops it) whose MLflow re-reads its
+    webhook list every second (MLFLOW_WEBHOOK_CACHE_TTL, default 60 s), so that a webhook
+    a test registers is called at once."""
+    os.environ["MLFLOW_WEBHOOK_CACHE_TTL"] = "1"
+    try:
+        stack, _ = devstack.up(state_dir)
+    finally:
+        del os.environ["MLFLOW_WEBHOOK_CACHE_TTL"]
+    yield stack
+    devstack.down(state_dir)

@@ -23,7 +23,7 @@ from bridge.names import k8s_name
 from bridge.webhook import sign
 
 from .conftest import unique
-from .daemon_helpers import alias_event, signed, start_daemon, wait_until
+from .daemon_helpers import alias_event, signed, start_daemon, wait_until, webhook_stack
 
 pytestmark = pytest.mark.integration
 
@@ -32,14 +32,7 @@ SECRET = "daemon-test-secret"
 
 @pytest.fixture(scope="module")
 def private_stack(tmp_path_factory):
-    state_dir = tmp_path_factory.mktemp("daemon-stack")
-    os.environ["MLFLOW_WEBHOOK_CACHE_TTL"] = "1"
-    try:
-        stack, _ = devstack.up(state_dir)
-    finally:
-        del os.environ["MLFLOW_WEBHOOK_CACHE_TTL"]
-    yield stack
-    devstack.down(state_dir)
+    yield from webhook_stack(tmp_path_factory.mktemp("daemon-stack"))
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from bridge.names import k8s_name
 from tests.fake_k8s_api import FakeKubeAPI
 
 from .conftest import unique
-from .daemon_helpers import start_daemon, wait_until
+from .daemon_helpers import start_daemon, wait_until, webhook_stack
 from .test_kserve_serving_fake_k8s_api import knative_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.fake_k8s_api]
@@ -49,14 +49,7 @@ PIPELINE = "journey-train-register"
 
 @pytest.fixture(scope="module")
 def journey_stack(tmp_path_factory):
-    state_dir = tmp_path_factory.mktemp("journey-stack")
-    os.environ["MLFLOW_WEBHOOK_CACHE_TTL"] = "1"
-    try:
-        stack, _ = devstack.up(state_dir)
-    finally:
-        del os.environ["MLFLOW_WEBHOOK_CACHE_TTL"]
-    yield stack
-    devstack.down(state_dir)
+    yield from webhook_stack(tmp_path_factory.mktemp("journey-stack"))
 
 
 @pytest.fixture
