@@ -124,9 +124,12 @@ def test_unknown_dry_run_is_a_usage_error():
 def _bridge(*args: str, **env: str) -> subprocess.CompletedProcess:
     import os
 
+    # MLflow's own MLFLOW_HTTP_* variables win over bridge's settings; an earlier test in
+    # this process may have set them (bridge.registry.configure_mlflow_client).
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP_")}
     return subprocess.run(
         [sys.executable, "-m", "bridge", *args],
-        env={**os.environ, **env},
+        env={**inherited, **env},
         capture_output=True,
         text=True,
         timeout=120,
