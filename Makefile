@@ -41,8 +41,11 @@ prometheus:
 demo: setup
 	$(BIN)/python examples/local_demo.py
 
+# Two workers (the machine's two cores); a test file stays on one worker, so its module
+# fixtures and its order are as in a serial run. TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 2
 test: setup prometheus $(MLSERVER_STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile tests
 
 test-unit: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
