@@ -42,10 +42,6 @@ IMAGE_REPOSITORY = "ghcr.io/mlflow-kubeflow-bridge/bridge-kfp"
 # Example datasets shipped inside scikit-learn (no download at run time).
 DATASETS = ("iris", "wine", "breast_cancer")
 
-# Lineage tags copied from the training run onto the registered model version.
-LINEAGE_TAG_PREFIX = KFP_TAG_PREFIX
-TAG_SOURCE_RUN = SOURCE_RUN_TAG
-
 
 # Set by `make components COMPONENTS_IMAGE=...` (components/compile.py --image) before the
 # components are imported: the image the compiled YAML names.
@@ -178,8 +174,9 @@ def register_model(
             raise CheckFailed(
                 f"run {run_id} is {run.info.status}, not FINISHED; refusing to register its model"
             )
-        tags = {k: v for k, v in run.data.tags.items() if k.startswith(LINEAGE_TAG_PREFIX)}
-        tags[TAG_SOURCE_RUN] = run_id
+        # the run's KFP lineage tags, copied onto the registered model version
+        tags = {k: v for k, v in run.data.tags.items() if k.startswith(KFP_TAG_PREFIX)}
+        tags[SOURCE_RUN_TAG] = run_id
         with mlflow_errors(f"registering {model_name!r} from run {run_id}", settings.tracking_uri):
             mv = mlflow.register_model(
                 model_uri.strip() or f"runs:/{run_id}/{artifact_path}",

@@ -66,15 +66,6 @@ PIPELINE_JOB_NAME_PLACEHOLDER = "{{$.pipeline_job_name}}"
 PIPELINE_JOB_ID_PLACEHOLDER = "{{$.pipeline_job_uuid}}"
 PIPELINE_TASK_NAME_PLACEHOLDER = "{{$.pipeline_task_name}}"
 
-TAG_PIPELINE_NAME = keys.KFP_PIPELINE_NAME_TAG
-TAG_RUN_ID = keys.KFP_RUN_ID_TAG
-TAG_RUN_NAME = keys.KFP_RUN_NAME_TAG
-TAG_TASK_NAME = keys.KFP_TASK_NAME_TAG
-TAG_POD_NAME = keys.KFP_POD_NAME_TAG
-TAG_COMPONENT = keys.KFP_COMPONENT_TAG
-TAG_COMPONENT_VERSION = keys.KFP_COMPONENT_VERSION_TAG
-TAG_FAILURE = keys.KFP_FAILURE_TAG
-
 DEFAULT_EXPERIMENT = "kubeflow-pipelines"
 
 
@@ -134,13 +125,13 @@ class KfpLineage:
 
     def tags(self) -> dict[str, str]:
         pairs = {
-            TAG_PIPELINE_NAME: self.pipeline_name,
-            TAG_RUN_ID: self.run_id,
-            TAG_RUN_NAME: self.run_name,
-            TAG_TASK_NAME: self.task_name,
-            TAG_POD_NAME: self.pod_name,
-            TAG_COMPONENT: self.component,
-            TAG_COMPONENT_VERSION: self.component_version,
+            keys.KFP_PIPELINE_NAME_TAG: self.pipeline_name,
+            keys.KFP_RUN_ID_TAG: self.run_id,
+            keys.KFP_RUN_NAME_TAG: self.run_name,
+            keys.KFP_TASK_NAME_TAG: self.task_name,
+            keys.KFP_POD_NAME_TAG: self.pod_name,
+            keys.KFP_COMPONENT_TAG: self.component,
+            keys.KFP_COMPONENT_VERSION_TAG: self.component_version,
         }
         return {k: v for k, v in pairs.items() if v}
 
@@ -319,7 +310,7 @@ def _end_failed(run_id: str, exc: BaseException) -> None:
     reason = " ".join(str(exc).split()) or type(exc).__name__
     reason = redact(f"{type(exc).__name__}: {reason}")[:500]
     try:
-        mlflow.set_tag(TAG_FAILURE, reason)
+        mlflow.set_tag(keys.KFP_FAILURE_TAG, reason)
     except (MlflowException, OSError) as tag_exc:
         log.warning("could not tag the failed run %s: %s", run_id, redact(str(tag_exc)))
     try:

@@ -57,12 +57,6 @@ FAILING_STATES = frozenset({DRIFTED, BROKEN})
 SERVING_STATES = (SERVING, NOT_READY, FAILED_TO_LOAD)
 FAILING_SERVING_STATES = frozenset({NOT_READY, FAILED_TO_LOAD})
 
-# Run tags the KFP components write (lineage from a pipeline run to an MLflow run):
-# the keys of bridge.kfp_run's writer, so reader and writer cannot disagree.
-KFP_PIPELINE_RUN_ID = keys.KFP_RUN_ID_TAG
-KFP_PIPELINE_NAME = keys.KFP_PIPELINE_NAME_TAG
-KFP_TASK_NAME = keys.KFP_TASK_NAME_TAG
-KFP_TAGS = (KFP_PIPELINE_RUN_ID, KFP_PIPELINE_NAME, KFP_TASK_NAME)
 
 DEFAULT_WORKERS = 8
 
@@ -659,9 +653,10 @@ def _lineage(run_id: str | None, runs: dict) -> Lineage | None:
         experiment_id=run.experiment_id,
         run_name=run.run_name,
         run_status=run.status,
-        kfp_pipeline_run_id=run.tags.get(KFP_PIPELINE_RUN_ID),
-        kfp_pipeline_name=run.tags.get(KFP_PIPELINE_NAME),
-        kfp_task_name=run.tags.get(KFP_TASK_NAME),
+        # the run tags the KFP components write (bridge.kfp_run.KfpLineage.tags)
+        kfp_pipeline_run_id=run.tags.get(keys.KFP_RUN_ID_TAG),
+        kfp_pipeline_name=run.tags.get(keys.KFP_PIPELINE_NAME_TAG),
+        kfp_task_name=run.tags.get(keys.KFP_TASK_NAME_TAG),
     )
 
 
