@@ -126,7 +126,6 @@ STANDARD_MODE = "Standard"
 RAW_MODES = (STANDARD_MODE, "RawDeployment")
 # predictor.name of the canary in Standard mode: its Deployment is <isvc>-canary-predictor.
 CANARY_PREDICTOR_NAME = "canary"
-CANARY_STATE = CANARY_STATE_ANNOTATION
 
 
 def waiting_note(canary_version: str) -> str:
@@ -150,7 +149,7 @@ def inference_service(d: DesiredService, opts: ServingOptions) -> dict:
     served = d.primary
     if canary is not None and not d.champion_served:
         # A fixed note: the object must not change from pass to pass while it waits.
-        annotations[CANARY_STATE] = waiting_note(canary.version)
+        annotations[CANARY_STATE_ANNOTATION] = waiting_note(canary.version)
         canary = None
     if canary is not None:
         annotations.update(

@@ -23,6 +23,7 @@ import yaml
 from bridge.approval import approved_by, stage_hint, with_stage_approval
 from bridge.errors import BridgeError, CheckFailed, UsageError, worst_exit_code
 from bridge.gitops import OutputChange, OutputDir
+from bridge.keys import CANARY_STATE_ANNOTATION
 from bridge.names import k8s_name
 from bridge.overrides import ServingLimits, ServingSpec, deployment_mode, parse_runtimes, resolve
 from bridge.prune_guard import RemovalPolicy
@@ -36,7 +37,6 @@ from bridge.runtime_fit import (
     parse_provided,
 )
 from bridge.serving import (
-    CANARY_STATE,
     DesiredService,
     ServedVersion,
     ServingOptions,
@@ -321,7 +321,7 @@ class Reconciler:
             self.serving,
         )
         if canary is not None:
-            note = resource["metadata"]["annotations"].get(CANARY_STATE)
+            note = resource["metadata"]["annotations"].get(CANARY_STATE_ANNOTATION)
             if served is not None:
                 note = f"waiting for the champion to be served: {served}"
             result.canary_state = note or "routed"

@@ -152,7 +152,8 @@ def test_dry_run_flag_needs_apply(capsys):
 
 def test_bookkeeping_tags_written_by_promote_are_not_overrides():
     """`bridge promote` writes bridge.history and bridge.lock; sync must not refuse them."""
-    from bridge.overrides import HISTORY_TAG, LOCK_TAG, ServingSpec, resolve
+    from bridge.keys import HISTORY_TAG, LOCK_TAG
+    from bridge.overrides import ServingSpec, resolve
 
     spec = resolve(
         "m",

@@ -19,8 +19,9 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from bridge.keys import DEPLOYMENT_MODE_ANNOTATION
 from bridge.overrides import ServingSpec, resolve
-from bridge.serving import DEPLOYMENT_MODE_ANNOTATION, ServingOptions, s3_annotations
+from bridge.serving import ServingOptions, s3_annotations
 
 RUNTIMES = {"kserve-mlserver": ("1", "2")}
 ENV = {
