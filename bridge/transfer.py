@@ -423,27 +423,16 @@ class Engine:
                 fut = self._parts.submit(upload, i, data)
                 futures.append(fut)
                 sizes[fut] = len(data)
-                failed = [f for f in futures if f.done() and f.exception() is not None]
-                if failed:
-                    raise failed[0].exception()
+                _raise_first_failure(futures)
             results += [f.result() for f in futures]
             if upload_id is not None:
-                parts = [p for p, _ in results]
-                self._retry(
-                    f"complete {key}", lambda: self.store.complete_multipart(key, upload_id, parts)
-                )
+                self._complete(key, upload_id, results)
         except BaseException:
-            for f in futures:
-                if f.cancel():
-                    self._budget.release(sizes[f])  # upload() never ran for it
-            wait(futures)
+            self._withdraw(futures, sizes)
             if upload_id is not None:
                 self._abort(key, upload_id)
             raise
-        digest = sha.hexdigest()
-        if all(ok for _, ok in results):
-            return Copied(path, size, digest)
-        return self._read_back(path, key, size, digest)
+        return self._checked(path, key, size, sha.hexdigest(), results)
 
     # --- ranged: parts of one file read in parallel --------------------------------
 
@@ -478,23 +467,32 @@ class Engine:
                 )
                 futures.append(fut)
                 sizes[fut] = b - a
-                failed = [f for f in futures if f.done() and f.exception() is not None]
-                if failed:
-                    raise failed[0].exception()
+                _raise_first_failure(futures)
             results = [f.result() for f in futures]
-            parts = [p for p, _ in results]
-            self._retry(
-                f"complete {key}", lambda: self.store.complete_multipart(key, upload_id, parts)
-            )
+            self._complete(key, upload_id, results)
         except BaseException:
-            for f in futures:
-                if f.cancel():
-                    self._budget.release(sizes[f])  # _range_part never ran for it
-            wait(futures)
+            self._withdraw(futures, sizes)
             whole.drop()
             self._abort(key, upload_id)
             raise
-        digest = whole.hexdigest()
+        return self._checked(path, key, size, whole.hexdigest(), results)
+
+    # --- shared by the streamed and the ranged multipart copies -----------------------
+
+    def _complete(self, key: str, upload_id: str, results: list) -> None:
+        parts = [p for p, _ in results]
+        self._retry(f"complete {key}", lambda: self.store.complete_multipart(key, upload_id, parts))
+
+    def _withdraw(self, futures: list[Future], sizes: dict[Future, int]) -> None:
+        """After a failure: parts that never started give their bytes back to the budget
+        (their worker would have); the ones running are waited for."""
+        for f in futures:
+            if f.cancel():
+                self._budget.release(sizes[f])
+        wait(futures)
+
+    def _checked(self, path: str, key: str, size: int, digest: str, results: list) -> Copied:
+        """Done when the store checked every part; else one read-back verifies the file."""
         if all(ok for _, ok in results):
             return Copied(path, size, digest)
         return self._read_back(path, key, size, digest)
@@ -742,3 +740,10 @@ def _close(body) -> None:
     if body is not None:
         with contextlib.suppress(Exception):
             body.close()
+
+
+def _raise_first_failure(futures: list[Future]) -> None:
+    """Stop submitting parts as soon as one has failed."""
+    for f in futures:
+        if f.done() and f.exception() is not None:
+            raise f.exception()
