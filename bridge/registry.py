@@ -747,25 +747,34 @@ class _HttpBody:
         self._resp.close()
 
 
-def _presigned_body(repo, path: str, offset: int) -> _HttpBody:
+def _signed_get(presigned, byte_range: str | None, accept):
+    """A streaming GET of a presigned URL; ``accept(resp)`` raises when the answer is not
+    what was asked. The response is closed on any failure."""
     from mlflow.utils.request_utils import cloud_storage_http_request
 
-    presigned = repo._get_presigned_download_url(path)
     headers = dict(presigned.headers or {})
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
+    if byte_range:
+        headers["Range"] = byte_range
     resp = cloud_storage_http_request(
         "get", presigned.url, headers=headers, stream=True, timeout=(5, 60)
     )
     try:
         resp.raise_for_status()
-        if offset and resp.status_code != 206:
-            raise TemporaryError(f"{path}: the store ignored the byte range; it will be read again")
+        accept(resp)
         resp.raw.decode_content = True
-        return _HttpBody(resp)
+        return resp
     except BaseException:
         resp.close()
         raise
+
+
+def _presigned_body(repo, path: str, offset: int) -> _HttpBody:
+    def accept(resp) -> None:
+        if offset and resp.status_code != 206:
+            raise TemporaryError(f"{path}: the store ignored the byte range; it will be read again")
+
+    presigned = repo._get_presigned_download_url(path)
+    return _HttpBody(_signed_get(presigned, f"bytes={offset}-" if offset else None, accept))
 
 
 class _RangeBody(_HttpBody):
@@ -776,27 +785,18 @@ class _RangeBody(_HttpBody):
 
 
 def _range_body(presigned, path: str, start: int, end: int) -> _RangeBody:
-    from mlflow.utils.request_utils import cloud_storage_http_request
-
-    headers = {**(presigned.headers or {}), "Range": f"bytes={start}-{end - 1}"}
-    resp = cloud_storage_http_request(
-        "get", presigned.url, headers=headers, stream=True, timeout=(5, 60)
-    )
-    try:
-        resp.raise_for_status()
+    def accept(resp) -> None:
         # "bytes <first>-<last>/<size>" (RFC 9110 14.4): anything else is not the range asked
         unit, _, spec = resp.headers.get("Content-Range", "").partition(" ")
-        span, _, total = spec.partition("/")
-        if resp.status_code != 206 or unit != "bytes" or span != f"{start}-{end - 1}":
+        if resp.status_code != 206 or unit != "bytes" or spec.partition("/")[0] != span:
             raise TemporaryError(
-                f"{path}: the store did not answer with bytes {start}-{end - 1}; "
-                "it will be read again"
+                f"{path}: the store did not answer with bytes {span}; it will be read again"
             )
-        resp.raw.decode_content = True
-        return _RangeBody(resp, resp.headers.get("ETag", ""), int(total) if total.isdigit() else -1)
-    except BaseException:
-        resp.close()
-        raise
+
+    span = f"{start}-{end - 1}"
+    resp = _signed_get(presigned, f"bytes={span}", accept)
+    total = resp.headers.get("Content-Range", "").rpartition("/")[2]
+    return _RangeBody(resp, resp.headers.get("ETag", ""), int(total) if total.isdigit() else -1)
 
 
 def _http_body(repo, path: str, offset: int) -> _HttpBody:
