@@ -15,28 +15,27 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
-	@$(MAKE) --no-print-directory prometheus
+	@$(MAKE) --no-print-directory tools
 	@touch $(STAMP)
 
-# The rollout tests need a real Prometheus server, the manifest tests kubectl (kustomize).
-# Install Debian's packages when running as root and they are missing; never fail setup
-# over it (the tests skip or say which command to run).
-.PHONY: prometheus
-prometheus:
-	@command -v kubectl >/dev/null 2>&1 || { \
+# Tools the tests run that PyPI does not have: Prometheus (rollout tests) and kubectl
+# (`kubectl kustomize` in the manifest tests). Installed from Debian's packages when running
+# as root and missing; setup never fails over them (the tests skip or say what to install).
+# $(call debian_tool,COMMAND,PACKAGE,WHAT NEEDS IT)
+define debian_tool
+	@command -v $(1) >/dev/null 2>&1 || test -x /usr/bin/$(1) || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl) >/dev/null 2>&1 \
-	      || echo "note: could not install kubectl; manifest tests need it (apt-get install -y kubectl)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2)) >/dev/null 2>&1 \
+	      || echo "note: could not install $(2); $(3) (apt-get install -y $(2))"; \
 	  else \
-	    echo "note: no kubectl; manifest tests need it (install: apt-get install -y kubectl)"; \
+	    echo "note: no $(1); $(3) (install: apt-get install -y $(2))"; \
 	  fi; }
-	@command -v prometheus >/dev/null 2>&1 || test -x /usr/bin/prometheus || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus) >/dev/null 2>&1 \
-	      || echo "note: could not install prometheus; rollout tests will skip (apt-get install -y prometheus)"; \
-	  else \
-	    echo "note: no prometheus binary; rollout tests will skip (install: apt-get install -y prometheus)"; \
-	  fi; }
+endef
+
+.PHONY: tools
+tools:
+	$(call debian_tool,kubectl,kubectl,the manifest tests need it)
+	$(call debian_tool,prometheus,prometheus,the rollout tests will skip)
 
 demo: setup
 	$(BIN)/python examples/local_demo.py
@@ -44,13 +43,13 @@ demo: setup
 # Two workers (the machine's two cores); a test file stays on one worker, so its module
 # fixtures and its order are as in a serial run. TEST_WORKERS=0 runs serially.
 TEST_WORKERS ?= 2
-test: setup prometheus $(MLSERVER_STAMP)
+test: setup tools $(MLSERVER_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile tests
 
 test-unit: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
 
-test-integration: setup prometheus
+test-integration: setup tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration
 
 # KServe conformance harness (tests/conformance): MLServer as KServe's kserve-mlserver
