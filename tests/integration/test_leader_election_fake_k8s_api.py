@@ -31,6 +31,20 @@ def fake_api():
     api.stop()
 
 
+def _elect_env(scope, **kube: str) -> dict[str, str]:
+    """A daemon that elects its leader through the Lease; ``kube``: how it finds the API."""
+    return {
+        **scope.env,
+        **kube,
+        "BRIDGE_LEADER_ELECTION": "true",
+        "BRIDGE_LEASE_NAMESPACE": NS,
+        "BRIDGE_LEASE_NAME": LEASE,
+        "BRIDGE_LEASE_DURATION": str(DURATION),
+        "BRIDGE_POLL_INTERVAL": "600",
+        "BRIDGE_WEBHOOK_SECRET": SECRET,
+    }
+
+
 def _role(d) -> str:
     try:
         return d.get("/readyz")[1].strip()
@@ -41,16 +55,7 @@ def _role(d) -> str:
 def test_two_replicas_one_leader_failover_and_release_fake_k8s_api(
     fake_api, scope, register, client, tmp_path
 ):
-    env = {
-        **scope.env,
-        "KUBECONFIG": str(fake_api.write_kubeconfig(tmp_path / "kubeconfig")),
-        "BRIDGE_LEADER_ELECTION": "true",
-        "BRIDGE_LEASE_NAMESPACE": NS,
-        "BRIDGE_LEASE_NAME": LEASE,
-        "BRIDGE_LEASE_DURATION": str(DURATION),
-        "BRIDGE_POLL_INTERVAL": "600",
-        "BRIDGE_WEBHOOK_SECRET": SECRET,
-    }
+    env = _elect_env(scope, KUBECONFIG=str(fake_api.write_kubeconfig(tmp_path / "kubeconfig")))
     out = tmp_path / "out"
     a = start_daemon(env, tmp_path, "--output-dir", str(out), advertise=True)
     b = start_daemon(env, tmp_path, "--output-dir", str(out), advertise=True)
@@ -128,18 +133,12 @@ def test_lease_uses_bridge_kubeconfig_and_context_like_apply_fake_k8s_api(
     (tmp_path / "two-contexts").write_text(yaml.safe_dump(both))
     dead_only = {**both, "contexts": both["contexts"][:1]}
     (tmp_path / "dead-kc").write_text(yaml.safe_dump(dead_only))
-    env = {
-        **scope.env,
-        "KUBECONFIG": str(tmp_path / "dead-kc"),
-        "BRIDGE_KUBECONFIG": str(tmp_path / "two-contexts"),
-        "BRIDGE_KUBE_CONTEXT": "lease-here",
-        "BRIDGE_LEADER_ELECTION": "true",
-        "BRIDGE_LEASE_NAMESPACE": NS,
-        "BRIDGE_LEASE_NAME": LEASE,
-        "BRIDGE_LEASE_DURATION": str(DURATION),
-        "BRIDGE_POLL_INTERVAL": "600",
-        "BRIDGE_WEBHOOK_SECRET": SECRET,
-    }
+    env = _elect_env(
+        scope,
+        KUBECONFIG=str(tmp_path / "dead-kc"),
+        BRIDGE_KUBECONFIG=str(tmp_path / "two-contexts"),
+        BRIDGE_KUBE_CONTEXT="lease-here",
+    )
     d = start_daemon(env, tmp_path, "--output-dir", str(tmp_path / "out"))
     try:
         wait_until(lambda: _role(d) == "leader", 60, "the daemon did not take the Lease", d)
