@@ -522,7 +522,7 @@ def _move(settings, registry, req, result, rm, completes_canary, baseline, alias
             canary_percent=req.canary,
             canary_alias=settings.canary_alias if completes_canary else None,
         )
-        _record(settings, registry, req.model, now.tags.get(history.HISTORY_TAG), entry)
+        record_history(settings, registry, req.model, now.tags.get(history.HISTORY_TAG), entry)
         result.history_entry = entry
         after = registry.registered_model(req.model)
         if after.aliases.get(target) != version or not lease.still_held():
@@ -553,7 +553,8 @@ def _move(settings, registry, req, result, rm, completes_canary, baseline, alias
 _OLD_SERVER_TAG_LIMIT = 5000
 
 
-def _record(settings, registry, model: str, stored: str | None, entry: dict) -> None:
+def record_history(settings, registry, model: str, stored: str | None, entry: dict) -> None:
+    """Append one move to the model's promotion history tag (MLflow keeps no alias history)."""
     limit = tag_value_limit()
     for max_chars in dict.fromkeys((limit, min(limit, _OLD_SERVER_TAG_LIMIT))):
         value = history.append(
@@ -630,7 +631,7 @@ def rollback(
             )
         registry.set_alias(model, alias, target)
         entry = history.entry(history.ROLLBACK, alias, current, target, reason=reason)
-        _record(settings, registry, model, now.tags.get(history.HISTORY_TAG), entry)
+        record_history(settings, registry, model, now.tags.get(history.HISTORY_TAG), entry)
     return RollbackResult(model, alias, current, target, entry)
 
 
@@ -649,7 +650,7 @@ def _abort_canary(settings, registry, model: str, current: str | None, reason: s
         registry.delete_alias(model, alias)
         registry.delete_model_tag(model, CANARY_TRAFFIC_TAG)
         entry = history.entry(history.CANARY_ABORT, alias, current, None, reason=reason)
-        _record(settings, registry, model, now.tags.get(history.HISTORY_TAG), entry)
+        record_history(settings, registry, model, now.tags.get(history.HISTORY_TAG), entry)
     return RollbackResult(model, alias, current, None, entry)
 
 

@@ -20,7 +20,7 @@ from bridge import rollout as ro
 from bridge.errors import TemporaryError, UsageError
 from bridge.keys import CANARY_TRAFFIC_TAG, ROLLOUT_TAG
 from bridge.names import k8s_name
-from bridge.promote import Lease, _record
+from bridge.promote import Lease, record_history
 from bridge.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ class RolloutDriver:
                 canary_alias=s.canary_alias,
                 guards=state.last,
             )
-            _record(s, self.registry, model, now.tags.get(history.HISTORY_TAG), entry)
+            record_history(s, self.registry, model, now.tags.get(history.HISTORY_TAG), entry)
             self._write_state(model, state)
         finally:
             lease.release()
@@ -223,7 +223,7 @@ class RolloutDriver:
                 percent=state.percent,
                 guards=state.last,
             )
-            _record(s, self.registry, model, now.tags.get(history.HISTORY_TAG), entry)
+            record_history(s, self.registry, model, now.tags.get(history.HISTORY_TAG), entry)
             self._write_state(model, state)
         finally:
             lease.release()
