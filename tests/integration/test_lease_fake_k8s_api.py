@@ -1,6 +1,6 @@
 """LeaderElector / LeaseLock against the local fake Lease API (no cluster can run here).
 
-In-process and fast: the real kubernetes client over real HTTP, racing writers.
+In-process and fast: bridge's lightkube client over real HTTP, racing writers.
 """
 
 from __future__ import annotations
@@ -28,12 +28,10 @@ def fake_api():
 
 
 def _lock(fake_api, tmp_path) -> LeaseLock:
-    from kubernetes import client, config
+    from bridge.kube import load_api_client
 
-    api_client = config.new_client_from_config(
-        config_file=str(fake_api.write_kubeconfig(tmp_path / "kc"))
-    )
-    return LeaseLock(NAME, NS, api=client.CoordinationV1Api(api_client))
+    kubeconfig = fake_api.write_kubeconfig(tmp_path / "kc")
+    return LeaseLock(NAME, NS, api=load_api_client(str(kubeconfig), None))
 
 
 def test_racing_candidates_elect_exactly_one_fake_k8s_api(fake_api, tmp_path):
