@@ -95,3 +95,24 @@ def test_api_server_down_is_a_temporary_error_fake_k8s_api(fake_api, tmp_path):
     with pytest.raises(TemporaryError, match="cannot reach the API server"):
         e.try_acquire_or_renew()
     assert e.is_leader is False
+
+
+def test_a_lease_renewed_on_a_whole_second_is_accepted_fake_k8s_api(
+    fake_api, tmp_path, monkeypatch
+):
+    """A renewTime with a zero fraction still goes out with six digits: the API server
+    parses a MicroTime with Go's RFC3339Micro layout and refuses "…:00Z" or "…:00+00:00"
+    (what msgspec and isoformat() write for a whole second); the fake does the same."""
+    from datetime import UTC, datetime
+
+    from bridge import lease
+
+    whole_second = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    monkeypatch.setattr(lease, "_now", lambda: whole_second)
+    e = LeaderElector(_lock(fake_api, tmp_path), "a", lease_duration=30)
+    assert e.try_acquire_or_renew() is True  # create
+    spec = fake_api.lease(NS, NAME)["spec"]
+    assert spec["renewTime"] == spec["acquireTime"] == "2026-01-01T12:00:00.000000Z"
+    assert e.try_acquire_or_renew() is True  # update
+    assert fake_api.lease(NS, NAME)["spec"]["renewTime"] == "2026-01-01T12:00:00.000000Z"
+    assert e.lock.read().renew_time == whole_second
