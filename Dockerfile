@@ -1,6 +1,7 @@
 # Two images from one file, both non-root, pinned base, installed from this checkout with
 # the versions in constraints.txt:
-#   daemon (default):  `bridge serve` with the daemon extra
+#   daemon (default):  `bridge serve` with the daemon extra, and mlflow-k8s-auth for the
+#                      kubeflow-mlflow-auth overlay (MLflow's MLFLOW_TRACKING_AUTH=kubernetes)
 #       docker build -t ghcr.io/mlflow-kubeflow-bridge/bridge:0.1.0 .
 #   components:        what the KFP components run in (bridge[kfp], full MLflow, scikit-learn)
 #       docker build --target components -t ghcr.io/mlflow-kubeflow-bridge/bridge-kfp:0.1.0 .
@@ -19,7 +20,7 @@ RUN python -m venv /opt/bridge \
 
 FROM source AS build-daemon
 RUN python -m venv /opt/bridge \
- && /opt/bridge/bin/pip install -c constraints.txt ".[daemon]"
+ && /opt/bridge/bin/pip install -c constraints.txt ".[daemon,mlflow-k8s-auth]"
 
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PATH=/opt/bridge/bin:$PATH \

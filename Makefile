@@ -65,7 +65,7 @@ $(MLSERVER_STAMP): tests/conformance/mlserver-constraints.txt
 test-conformance: setup $(MLSERVER_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/conformance
 
-# The daemon image's environment (`.[daemon]`, no dev extras): the benchmarks run
+# The daemon image's environment (`.[daemon,mlflow-k8s-auth]`, no dev extras): the benchmarks run
 # the copying process in it, so its memory is what a deployed sync would use.
 RUNTIME_VENV ?= .venv-runtime
 RUNTIME_STAMP := $(RUNTIME_VENV)/.installed-stamp
@@ -73,7 +73,7 @@ RUNTIME_STAMP := $(RUNTIME_VENV)/.installed-stamp
 $(RUNTIME_STAMP): pyproject.toml constraints.txt
 	@test -x $(RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(RUNTIME_VENV)
 	$(RUNTIME_VENV)/bin/python -m pip install -q --upgrade "pip>=24"
-	$(RUNTIME_VENV)/bin/python -m pip install -q -c constraints.txt -e '.[daemon]'
+	$(RUNTIME_VENV)/bin/python -m pip install -q -c constraints.txt -e '.[daemon,mlflow-k8s-auth]'
 	@touch $(RUNTIME_STAMP)
 
 bench: setup $(RUNTIME_STAMP)

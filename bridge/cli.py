@@ -1,6 +1,6 @@
 """The command line: thin. Parsing and printing here, the work in the modules.
 
-Heavy libraries (mlflow, boto3, kubernetes, kfp) are imported inside the
+Heavy libraries (mlflow, boto3, lightkube, kfp) are imported inside the
 commands that need them, so `bridge --help` starts fast.
 """
 

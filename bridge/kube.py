@@ -1,35 +1,40 @@
 """The Kubernetes API edge: server-side apply, list by label, get, delete.
 
-Only this module imports ``kubernetes`` (inside functions, so the CLI starts
-fast without it). Requests are plain dicts on REST paths; every write is a
-server-side apply (``PATCH`` with ``application/apply-patch+yaml``) under one
-fixed field manager. API failures leave as bridge errors with one clear line:
-401 and 403 name the identity problem and the RBAC rule to grant, 404 tells a
-missing namespace from a missing InferenceService CRD, 409 names the conflict,
-5xx and network failures are temporary.
+Only this module and :mod:`bridge.lease` talk to the API, through lightkube
+(imported inside functions, so the CLI and GitOps-only runs start without it;
+:mod:`bridge.kubeconfig` chooses the cluster). Requests are plain dicts; every
+write is a server-side apply (``PATCH`` with ``application/apply-patch+yaml``)
+under one fixed field manager. API failures leave as bridge errors with one
+clear line: 401 and 403 name the identity problem and the RBAC rule to grant,
+404 tells a missing namespace from a missing InferenceService CRD, 409 names
+the conflict, 5xx and network failures are temporary.
 
-The ``kubernetes`` client was chosen over lightkube because it is already the
-``kube`` extra, the KServe SDK (used to prove compatibility) depends on it,
-and its config loader handles in-cluster tokens and kubeconfig contexts
-(exec plugins, OIDC) as kubectl does.
+lightkube rather than the ``kubernetes`` client: it is a fraction of the
+memory (the daemon stays resident for weeks; see docs/daemon.md, "Memory") and
+its one ``patch(..., PatchType.APPLY)`` call is the apply path. The
+InferenceService is a lightkube generic resource (a CRD has no model there);
+the ServiceAccount is lightkube's own model.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
 from bridge.errors import BridgeError, CheckFailed, PermanentError, TemporaryError, UsageError
 from bridge.keys import MANAGED_BY
+from bridge.kubeconfig import CONFIG_HINT, load_config
 from bridge.log import redact
 
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER = MANAGED_BY
 RBAC_HINT = "grant the rules in docs/serving.md#rbac"
+# connect, then everything else (read, write, pool), in seconds
+TIMEOUT = (5.0, 30.0)
 
 
 @dataclass(frozen=True)
@@ -42,12 +47,9 @@ class Kind:
     def group(self) -> str:
         return self.api_version.rpartition("/")[0]
 
-    def path(self, namespace: str, name: str | None = None) -> str:
-        base = (
-            f"/apis/{self.api_version}" if "/" in self.api_version else f"/api/{self.api_version}"
-        )
-        path = f"{base}/namespaces/{namespace}/{self.plural}"
-        return f"{path}/{name}" if name else path
+    @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
 
     @property
     def resource(self) -> str:
@@ -63,37 +65,74 @@ def kind_of(obj: dict) -> Kind:
     return KINDS[obj["kind"]]
 
 
-def load_api_client(kubeconfig: str | None = None, context: str | None = None):
-    """In-cluster config when running in a pod (and no kubeconfig is set), else kubeconfig."""
+@functools.cache
+def resource_class(kind: Kind):
+    """The lightkube resource class of ``kind``: its own model for a built-in kind,
+    a generic (dict) resource for a custom one."""
+    if not kind.group or kind.group.endswith(".k8s.io"):
+        from lightkube.core.resource_registry import resource_registry
+
+        return resource_registry.load(kind.api_version, kind.kind)
+    from lightkube.generic_resource import create_namespaced_resource
+
+    return create_namespaced_resource(kind.group, kind.version, kind.kind, kind.plural)
+
+
+def as_dict(obj: Any) -> dict:
+    """A lightkube object (generic dict or typed model) as plain JSON data."""
+    if obj is None:
+        return {}
+    return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+
+
+def load_api_client(kubeconfig: str | None = None, context: str | None = None, *, timeout=TIMEOUT):
+    """A lightkube ``Client`` for the chosen cluster (in-cluster or kubeconfig)."""
     try:
-        from kubernetes import client, config
-        from kubernetes.config.config_exception import ConfigException
+        import httpx2
+        from lightkube import Client, ConfigError
     except ImportError:
         raise UsageError(
-            "--apply needs the Kubernetes client, which is not installed",
+            "--apply needs the Kubernetes client (lightkube), which is not installed",
             hint="pip install 'mlflow-kubeflow-bridge[kube]'",
         ) from None
 
+    config, proxy = load_config(kubeconfig, context)
+    connect, other = timeout
     try:
-        if not kubeconfig and not context and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            configuration = client.Configuration()
-            config.load_incluster_config(client_configuration=configuration)
-            return client.ApiClient(configuration)
-        return config.new_client_from_config(config_file=kubeconfig, context=context)
-    except (ConfigException, OSError) as exc:
+        return Client(
+            config,
+            timeout=httpx2.Timeout(other, connect=connect),
+            field_manager=FIELD_MANAGER,
+            proxy=proxy,
+        )
+    except (ConfigError, OSError, ValueError) as exc:  # CA or client certificate unreadable
         raise UsageError(
             f"no usable Kubernetes configuration: {redact(' '.join(str(exc).split()))}",
-            hint="run in a pod with a ServiceAccount, or set BRIDGE_KUBECONFIG / KUBECONFIG "
-            "and BRIDGE_KUBE_CONTEXT",
+            hint=CONFIG_HINT,
         ) from None
 
 
-class KubeClient:
-    """A few REST calls on an authenticated ``kubernetes.client.ApiClient``."""
+def api_host(api) -> str:
+    return redact(api.config.cluster.server)
 
-    def __init__(self, api_client):
-        self.api = api_client
-        self.host = redact(api_client.configuration.host)
+
+def label_pairs(selector: str) -> dict[str, str]:
+    """``a=b,c=d`` (equality terms, the only ones bridge sends) as lightkube's labels."""
+    pairs = {}
+    for term in filter(None, selector.split(",")):
+        key, sep, value = term.partition("=")
+        if not sep or key.endswith("!"):
+            raise ValueError(f"only equality label selectors are supported: {term!r}")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+class KubeClient:
+    """A few REST calls on an authenticated lightkube ``Client``."""
+
+    def __init__(self, api):
+        self.api = api
+        self.host = api_host(api)
 
     @classmethod
     def from_settings(cls, settings) -> KubeClient:
@@ -101,20 +140,24 @@ class KubeClient:
 
     def apply(self, obj: dict, *, force: bool, dry_run: bool) -> dict:
         """Server-side apply ``obj`` (created if missing) as the bridge field manager."""
+        from lightkube.types import PatchType
+
         kind = kind_of(obj)
         meta = obj["metadata"]
-        query = [("fieldManager", FIELD_MANAGER), ("force", "true" if force else "false")]
-        if dry_run:
-            query.append(("dryRun", "All"))
         try:
             return self._call(
-                "PATCH",
-                kind.path(meta["namespace"], meta["name"]),
                 f"apply {kind.kind} {meta['namespace']}/{meta['name']}",
                 kind,
-                query=query,
-                body=obj,
-                content_type="application/apply-patch+yaml",
+                lambda: self.api.patch(
+                    resource_class(kind),
+                    meta["name"],
+                    obj,
+                    namespace=meta["namespace"],
+                    patch_type=PatchType.APPLY,
+                    field_manager=FIELD_MANAGER,
+                    force=force,
+                    dry_run=dry_run,
+                ),
             )
         except Forbidden as exc:
             # The API server authorizes an apply as "patch", and as "create" when the
@@ -128,79 +171,78 @@ class KubeClient:
     def get(self, kind: Kind, namespace: str, name: str) -> dict | None:
         try:
             return self._call(
-                "GET", kind.path(namespace, name), f"get {kind.kind} {namespace}/{name}", kind
+                f"get {kind.kind} {namespace}/{name}",
+                kind,
+                lambda: self.api.get(resource_class(kind), name, namespace=namespace),
             )
         except _ObjectNotFound:
             return None
 
     def list(self, kind: Kind, namespace: str, label_selector: str) -> list[dict]:
-        items: list[dict] = []
-        token = None
-        while True:
-            query = [("labelSelector", label_selector), ("limit", "500")]
-            if token:
-                query.append(("continue", token))
-            page = self._call(
-                "GET",
-                kind.path(namespace),
-                f"list {kind.resource} in {namespace}",
-                kind,
-                query=query,
-            )
-            items.extend(page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return items
+        labels = label_pairs(label_selector)
+        return self._call(
+            f"list {kind.resource} in {namespace}",
+            kind,
+            # lightkube follows the continue token page by page while the list is read
+            lambda: [
+                as_dict(item)
+                for item in self.api.list(
+                    resource_class(kind), namespace=namespace, chunk_size=500, labels=labels
+                )
+            ],
+        )
 
     def delete(self, kind: Kind, namespace: str, name: str, *, dry_run: bool) -> None:
-        query = [("propagationPolicy", "Background")]
-        if dry_run:
-            query.append(("dryRun", "All"))
+        from lightkube.types import CascadeType
+
         try:
             self._call(
-                "DELETE",
-                kind.path(namespace, name),
                 f"delete {kind.kind} {namespace}/{name}",
                 kind,
-                query=query,
+                lambda: self.api.delete(
+                    resource_class(kind),
+                    name,
+                    namespace=namespace,
+                    cascade=CascadeType.BACKGROUND,
+                    dry_run=dry_run,
+                ),
             )
         except _ObjectNotFound:
             pass  # already gone: deleting is idempotent
 
-    def _call(
-        self,
-        method: str,
-        path: str,
-        what: str,
-        kind: Kind,
-        *,
-        query: list | None = None,
-        body: Any = None,
-        content_type: str = "application/json",
-    ) -> dict:
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
-
+    def _call(self, what: str, kind: Kind, request) -> Any:
         try:
-            data = self.api.call_api(
-                path,
-                method,
-                query_params=query or [],
-                header_params={"Content-Type": content_type, "Accept": "application/json"},
-                body=body,
-                response_type="object",
-                auth_settings=["BearerToken"],
-                _return_http_data_only=True,
-                _preload_content=True,
-                _request_timeout=(5, 30),
-            )
-        except ApiException as exc:
-            raise translate_api_error(exc.status, exc.body, what, kind, self.host) from None
-        except HTTPError as exc:
-            raise TemporaryError(
-                f"{what}: cannot reach the Kubernetes API at {self.host}: {type(exc).__name__}"
-            ) from None
-        return data if isinstance(data, dict) else {}
+            result = request()
+        except api_failures() as exc:
+            raise as_bridge_error(exc, what, kind, self.host) from None
+        return result if isinstance(result, list) else as_dict(result)
+
+
+def api_failures() -> tuple[type[BaseException], ...]:
+    """What a lightkube call raises when the API (or the way to it) fails."""
+    import httpx2
+    from lightkube import ConfigError
+
+    # httpx2.HTTPError: an HTTP status (lightkube's ApiError is one) or the transport;
+    # ConfigError, FileNotFoundError, PermissionError: an exec credential plugin that is
+    # missing or fails, a token file that is gone.
+    return (httpx2.HTTPError, ConfigError, FileNotFoundError, PermissionError)
+
+
+def as_bridge_error(exc: BaseException, what: str, kind: Kind, host: str) -> BridgeError:
+    """The bridge error for one of :func:`api_failures`."""
+    import httpx2
+
+    if isinstance(exc, httpx2.HTTPStatusError):
+        return translate_api_error(exc.response.status_code, exc.response.content, what, kind, host)
+    if isinstance(exc, httpx2.HTTPError):  # connect, read, TLS, timeouts
+        return TemporaryError(
+            f"{what}: cannot reach the Kubernetes API at {host}: {type(exc).__name__}"
+        )
+    return UsageError(
+        f"{what}: no usable Kubernetes credentials: {redact(' '.join(str(exc).split()))}",
+        hint=CONFIG_HINT,
+    )
 
 
 class Forbidden(PermanentError):

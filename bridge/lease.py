@@ -11,12 +11,18 @@ annotation; a replica that is not the leader forwards verified webhook
 deliveries there (see :mod:`bridge.daemon`).
 
 Verbs used on ``leases`` (and nothing else): get, create, update.
-The ``kubernetes`` client is imported lazily: only ``bridge serve`` with
-leader election on needs it.
+lightkube is imported lazily: only ``bridge serve`` with leader election on
+needs it. The Lease goes over the wire as plain data (a lightkube generic
+resource) so that its times are written as the API server parses a MicroTime:
+RFC 3339 with exactly six fractional digits (kubernetes/kubernetes
+staging/src/k8s.io/apimachinery/pkg/apis/meta/v1/micro_time.go,
+``UnmarshalJSON``: ``time.Parse(RFC3339Micro, str)``); a datetime encoder that
+drops a zero fraction would see one write in a million refused.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -44,22 +50,38 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+@functools.cache
+def _lease_class():
+    """coordination.k8s.io/v1 Lease as a lightkube generic (plain dict) resource."""
+    from lightkube.generic_resource import create_namespaced_resource
+
+    return create_namespaced_resource("coordination.k8s.io", "v1", "Lease", "leases")
+
+
+def micro_time(value: datetime | None) -> str | None:
+    """A metav1.MicroTime on the wire: UTC, six fractional digits, ``Z``."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
 def _api_client(kubeconfig: str | None, context: str | None):
     """The Lease API through the same loader as apply and status (bridge.kube), so
     BRIDGE_KUBECONFIG and BRIDGE_KUBE_CONTEXT choose the cluster for both."""
-    from kubernetes import client
-
     from bridge.kube import load_api_client
 
     try:
-        api_client = load_api_client(kubeconfig, context)
+        return load_api_client(kubeconfig, context, timeout=(5.0, 5.0))
     except UsageError as exc:
         raise PermanentError(
             f"leader election: {exc.message}",
             hint="run in a pod with a ServiceAccount, set BRIDGE_KUBECONFIG / KUBECONFIG and "
             "BRIDGE_KUBE_CONTEXT, or disable leader election with BRIDGE_LEADER_ELECTION=false",
         ) from None
-    return client.CoordinationV1Api(api_client)
 
 
 @dataclass
@@ -96,85 +118,84 @@ class LeaseLock:
             self._api = _api_client(self._kubeconfig, self._context)
         return self._api
 
-    def _call(self, what: str, fn, *args, missing_ok: bool = False):
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
+    def _call(self, what: str, request, *, missing_ok: bool = False):
+        import httpx2
+
+        from bridge.kube import api_failures
 
         try:
-            return fn(*args, _request_timeout=5)
-        except ApiException as exc:
-            if exc.status == 404 and missing_ok:
-                return None
-            if exc.status == 409:
-                raise LeaseConflict(f"{what}: another replica wrote the lease first") from None
-            if exc.status in (401, 403):
+            return request()
+        except api_failures() as exc:
+            if not isinstance(exc, httpx2.HTTPStatusError):
+                if isinstance(exc, httpx2.HTTPError):
+                    raise TemporaryError(
+                        f"{what}: cannot reach the API server: {type(exc).__name__}"
+                    ) from None
                 raise PermanentError(
-                    f"{what}: the API server refused ({exc.status} {exc.reason})",
+                    f"{what}: no usable Kubernetes credentials: {type(exc).__name__}",
+                    hint="check BRIDGE_KUBECONFIG / BRIDGE_KUBE_CONTEXT or the pod's "
+                    "ServiceAccount token",
+                ) from None
+            status, reason = exc.response.status_code, exc.response.reason_phrase
+            if status == 404 and missing_ok:
+                return None
+            if status == 409:
+                raise LeaseConflict(f"{what}: another replica wrote the lease first") from None
+            if status in (401, 403):
+                raise PermanentError(
+                    f"{what}: the API server refused ({status} {reason})",
                     hint="check the Role grants get, create, update on leases",
                 ) from None
-            raise TemporaryError(f"{what}: API server answered {exc.status} {exc.reason}") from (
-                None
-            )
-        except (OSError, HTTPError) as exc:
-            raise TemporaryError(f"{what}: cannot reach the API server: {exc}") from None
+            raise TemporaryError(f"{what}: API server answered {status} {reason}") from None
 
     def read(self) -> LeaseRecord | None:
         lease = self._call(
             f"reading lease {self.name}",
-            self.api.read_namespaced_lease,
-            self.name,
-            self.namespace,
+            lambda: self.api.get(_lease_class(), self.name, namespace=self.namespace),
             missing_ok=True,
         )
         if lease is None:
             return None
-        spec = lease.spec
-        annotations = lease.metadata.annotations or {}
+        spec = lease.get("spec") or {}
+        meta = lease.get("metadata") or {}
+        annotations = meta.get("annotations") or {}
         return LeaseRecord(
-            holder=spec.holder_identity or None,
-            duration=int(spec.lease_duration_seconds or 0),
-            renew_time=spec.renew_time,
-            transitions=int(spec.lease_transitions or 0),
+            holder=spec.get("holderIdentity") or None,
+            duration=int(spec.get("leaseDurationSeconds") or 0),
+            renew_time=parse_time(spec.get("renewTime")),
+            transitions=int(spec.get("leaseTransitions") or 0),
             leader_url=annotations.get(LEADER_URL_ANNOTATION),
-            resource_version=lease.metadata.resource_version,
+            resource_version=meta.get("resourceVersion"),
         )
 
     def write(self, record: LeaseRecord, *, create: bool) -> bool:
         """Create or update (compare-and-swap); False when another writer won (409)."""
-        from kubernetes import client
-
-        body = client.V1Lease(
-            metadata=client.V1ObjectMeta(
-                name=self.name,
-                namespace=self.namespace,
-                resource_version=None if create else record.resource_version,
-                annotations={LEADER_URL_ANNOTATION: record.leader_url or ""},
-                labels={MANAGED_BY_LABEL: MANAGED_BY},
-            ),
-            spec=client.V1LeaseSpec(
-                holder_identity=record.holder,
-                lease_duration_seconds=record.duration,
-                acquire_time=record.renew_time if create else None,
-                renew_time=record.renew_time,
-                lease_transitions=record.transitions,
-            ),
+        metadata = {
+            "name": self.name,
+            "namespace": self.namespace,
+            "annotations": {LEADER_URL_ANNOTATION: record.leader_url or ""},
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY},
+        }
+        if not create:
+            metadata["resourceVersion"] = record.resource_version
+        spec = {
+            "holderIdentity": record.holder,
+            "leaseDurationSeconds": record.duration,
+            "acquireTime": micro_time(record.renew_time) if create else None,
+            "renewTime": micro_time(record.renew_time),
+            "leaseTransitions": record.transitions,
+        }
+        body = _lease_class()(
+            apiVersion="coordination.k8s.io/v1",
+            kind="Lease",
+            metadata=metadata,
+            spec={k: v for k, v in spec.items() if v is not None},
         )
         try:
             if create:
-                self._call(
-                    f"creating lease {self.name}",
-                    self.api.create_namespaced_lease,
-                    self.namespace,
-                    body,
-                )
+                self._call(f"creating lease {self.name}", lambda: self.api.create(body))
             else:
-                self._call(
-                    f"updating lease {self.name}",
-                    self.api.replace_namespaced_lease,
-                    self.name,
-                    self.namespace,
-                    body,
-                )
+                self._call(f"updating lease {self.name}", lambda: self.api.replace(body))
         except LeaseConflict:
             return False
         return True

@@ -6,7 +6,10 @@ equality label selector), get, server-side apply (``PATCH`` with
 ``dryRun``) and delete; and, for leader election, coordination.k8s.io Leases:
 get, create (409 if it exists) and update with optimistic concurrency on
 ``metadata.resourceVersion`` (409 on a stale write), every write logged with its
-own clock. Every request is recorded. Switches make it answer like
+own clock; a Lease time that is not a MicroTime as the API server parses it
+(RFC 3339 with exactly six fractional digits: kubernetes/kubernetes
+staging/src/k8s.io/apimachinery/pkg/apis/meta/v1/micro_time.go, ``UnmarshalJSON``,
+``time.Parse(RFC3339Micro, str)``) is refused with 400. Every request is recorded. Switches make it answer like
 a real server does when RBAC denies (403), credentials are wrong (401), the
 KServe CRDs are missing (404 without details), a namespace is missing (404 on
 ``namespaces``) or another field manager owns a field (409 without ``force``).
@@ -36,6 +39,7 @@ Started once per test session on a free port (``fake_k8s_api`` fixture); the
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -49,6 +53,8 @@ import yaml
 TOKEN = "fake-k8s-token-0123456789"
 ROLE_FILE = Path(__file__).resolve().parents[1] / "manifests" / "base" / "role.yaml"
 USER = "system:serviceaccount:mlops:mlflow-bridge"
+# Go's RFC3339Micro layout, "2006-01-02T15:04:05.000000Z07:00", as time.Parse reads it.
+MICRO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|[+-]\d\d:\d\d)")
 
 
 @dataclass(frozen=True)
@@ -512,6 +518,15 @@ class FakeKubeAPI:
             return 200, current
         if req.method not in ("POST", "PUT"):
             return 405, _status(405, "MethodNotAllowed", f"{req.method} is not supported here")
+        for time_field in ("acquireTime", "renewTime"):
+            value = (body.get("spec") or {}).get(time_field)
+            if value is not None and not MICRO_TIME.fullmatch(str(value)):
+                return 400, _status(
+                    400,
+                    "BadRequest",
+                    f'Lease in version "v1" cannot be handled as a Lease: parsing time '
+                    f'"{value}" as "2006-01-02T15:04:05.000000Z07:00": cannot parse',
+                )
         if req.method == "PUT" and (
             body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]
         ):

@@ -1,6 +1,6 @@
 """LeaderElector / LeaseLock against the local fake Lease API (no cluster can run here).
 
-In-process and fast: the real kubernetes client over real HTTP, racing writers.
+In-process and fast: bridge's lightkube client over real HTTP, racing writers.
 """
 
 from __future__ import annotations
@@ -28,12 +28,10 @@ def fake_api():
 
 
 def _lock(fake_api, tmp_path) -> LeaseLock:
-    from kubernetes import client, config
+    from bridge.kube import load_api_client
 
-    api_client = config.new_client_from_config(
-        config_file=str(fake_api.write_kubeconfig(tmp_path / "kc"))
-    )
-    return LeaseLock(NAME, NS, api=client.CoordinationV1Api(api_client))
+    kubeconfig = fake_api.write_kubeconfig(tmp_path / "kc")
+    return LeaseLock(NAME, NS, api=load_api_client(str(kubeconfig), None))
 
 
 def test_racing_candidates_elect_exactly_one_fake_k8s_api(fake_api, tmp_path):
@@ -97,3 +95,24 @@ def test_api_server_down_is_a_temporary_error_fake_k8s_api(fake_api, tmp_path):
     with pytest.raises(TemporaryError, match="cannot reach the API server"):
         e.try_acquire_or_renew()
     assert e.is_leader is False
+
+
+def test_a_lease_renewed_on_a_whole_second_is_accepted_fake_k8s_api(
+    fake_api, tmp_path, monkeypatch
+):
+    """A renewTime with a zero fraction still goes out with six digits: the API server
+    parses a MicroTime with Go's RFC3339Micro layout and refuses "…:00Z" or "…:00+00:00"
+    (what msgspec and isoformat() write for a whole second); the fake does the same."""
+    from datetime import UTC, datetime
+
+    from bridge import lease
+
+    whole_second = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    monkeypatch.setattr(lease, "_now", lambda: whole_second)
+    e = LeaderElector(_lock(fake_api, tmp_path), "a", lease_duration=30)
+    assert e.try_acquire_or_renew() is True  # create
+    spec = fake_api.lease(NS, NAME)["spec"]
+    assert spec["renewTime"] == spec["acquireTime"] == "2026-01-01T12:00:00.000000Z"
+    assert e.try_acquire_or_renew() is True  # update
+    assert fake_api.lease(NS, NAME)["spec"]["renewTime"] == "2026-01-01T12:00:00.000000Z"
+    assert e.lock.read().renew_time == whole_second

@@ -147,7 +147,6 @@ def test_shipped_role_elects_a_leader_only_through_its_own_lease_fake_k8s_api(k8
     """Leases: create is granted (a POST carries no name to narrow by); get and update
     only for the Lease named in the ConfigMap (BRIDGE_LEASE_NAME)."""
     import yaml
-    from kubernetes import client
 
     from bridge.lease import LeaderElector, LeaseLock
     from tests.fake_k8s_api import ROLE_FILE
@@ -155,7 +154,7 @@ def test_shipped_role_elects_a_leader_only_through_its_own_lease_fake_k8s_api(k8
     shipped_role(k8s_api)
     configmap = yaml.safe_load((ROLE_FILE.parent / "configmap.yaml").read_text())
     lease_name = configmap["data"]["BRIDGE_LEASE_NAME"]
-    api = client.CoordinationV1Api(load_api_client(str(k8s_api.kubeconfig), "fake"))
+    api = load_api_client(str(k8s_api.kubeconfig), "fake")
 
     leader = LeaderElector(LeaseLock(lease_name, DAEMON_NS, api=api), "a", lease_duration=30)
     assert leader.try_acquire_or_renew() is True  # get (404) -> create

@@ -13,9 +13,8 @@ upload may stay behind.
 The daemon test uses the Lease API of the local HTTP fake in
 tests/fake_k8s_api.py (no Kubernetes API server can run here): a leader whose
 Lease is taken over mid-copy must stop copying and never write the marker.
-The takeover is a plain Lease update through the real kubernetes client, as
-another replica would write it (holderIdentity, renewTime, leaseDurationSeconds:
-kubernetes python client 30.1.0, kubernetes/client/models/v1_lease_spec.py).
+The takeover is a plain Lease update (PUT with the resourceVersion read), as
+another replica would write it: holderIdentity, renewTime, leaseDurationSeconds.
 
 Sources read for the S3 side: the marker is written with ``If-None-Match: *``
 (botocore 1.44.5, data/s3/2006-03-01/service-2.json: PutObjectRequest.IfNoneMatch);
@@ -174,13 +173,10 @@ def _steal_lease(kubeconfig) -> None:
     """Another replica takes the Lease over: holder and renewTime rewritten, a long duration."""
     from datetime import UTC, datetime
 
-    from kubernetes import client, config
-
+    from bridge.kube import load_api_client
     from bridge.lease import LeaseLock
 
-    lock = LeaseLock(
-        LEASE, NS, api=client.CoordinationV1Api(config.new_client_from_config(str(kubeconfig)))
-    )
+    lock = LeaseLock(LEASE, NS, api=load_api_client(str(kubeconfig), None))
     while True:  # the leader renews meanwhile: retry on a resourceVersion conflict
         record = lock.read()
         record.holder, record.renew_time, record.duration = (

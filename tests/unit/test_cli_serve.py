@@ -68,7 +68,7 @@ def test_help_does_not_import_heavy_libraries():
     code = (
         "import sys; from bridge.cli import cli; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('mlflow', 'kubernetes', 'prometheus_client', 'boto3')))"
+        "('mlflow', 'kubernetes', 'lightkube', 'httpx2', 'prometheus_client', 'boto3')))"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.stdout.strip() == "[]"

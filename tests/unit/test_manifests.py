@@ -156,29 +156,28 @@ def test_rbac_names_the_objects_it_can_and_only_where_rbac_can_match_a_name():
 
 
 def test_lease_code_sends_only_the_granted_verbs():
-    """The verbs LeaseLock calls map onto LEASE_VERBS (read=get, create, replace=update)."""
+    """The lightkube Client methods LeaseLock calls map onto LEASE_VERBS (get, create,
+    replace=update; lightkube/core/client.py 1.0.1: replace sends a PUT)."""
     import inspect
+    import re
 
     from bridge import lease
 
     source = inspect.getsource(lease.LeaseLock)
-    called = {
-        m
-        for m in (
-            "read_namespaced_lease",
-            "create_namespaced_lease",
-            "replace_namespaced_lease",
-            "patch_namespaced_lease",
-            "delete_namespaced_lease",
-            "list_namespaced_lease",
-        )
-        if m in source
+    verb_of = {
+        "get": "get",
+        "list": "list",
+        "watch": "watch",
+        "create": "create",
+        "replace": "update",
+        "patch": "patch",
+        "apply": "patch",
+        "delete": "delete",
+        "deletecollection": "deletecollection",
     }
-    assert called == {
-        "read_namespaced_lease",
-        "create_namespaced_lease",
-        "replace_namespaced_lease",
-    }
+    called = set(re.findall(r"self\.api\.(\w+)\(", source))
+    assert called <= set(verb_of), called
+    assert {verb_of[m] for m in called} == lease.LEASE_VERBS == {"get", "create", "update"}
 
 
 def test_servicemonitor_scrapes_the_service_metrics_port():
@@ -221,7 +220,7 @@ def test_dockerfile_targets_are_pinned_and_non_root():
     assert list(stages)[-1] == "daemon"  # a plain `docker build .` gives the daemon
     for target in ("daemon", "components"):
         assert "USER 10001:10001" in stages[target], target
-    assert 'pip install -c constraints.txt ".[daemon]"' in text
+    assert 'pip install -c constraints.txt ".[daemon,mlflow-k8s-auth]"' in text
     assert 'pip install -c constraints.txt ".[kfp]"' in text
 
 
