@@ -204,3 +204,35 @@ def test_a_source_larger_than_listed_fails_as_temporary_and_stores_nothing(
     assert s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("KeyCount", 0) == 0
     assert engine._budget.free == engine._budget.total
 
+
+def test_a_file_replaced_before_a_resumed_read_fails_and_stores_nothing(
+    scope, client, s3, monkeypatch
+):
+    """Through a presigned URL: the body is cut after 6 MiB (inside the second chunk, so
+    the read resumes at 5 MiB) and the source object is
+    replaced (same size, other bytes) before the read resumes. The resumed GET is pinned
+    to the first answer's ETag (``If-Match``; S3 and moto_server answer 412, see
+    ``S3Response._key_response_get`` in moto/s3/responses.py), so the copy fails as
+    temporary instead of storing a mix of two files; nothing is stored."""
+    big = random.Random(25).randbytes(14 * MIB)
+    source, engine, uri = _setup(scope, client, s3, big, monkeypatch, "true")
+    key = uri.split(":", 1)[1].lstrip("/") + "/model.bin"
+
+    def cut_then_replace(real, path, offset):
+        if offset:
+            other = random.Random(26).randbytes(len(big))
+            s3.put_object(Bucket=devstack.ARTIFACT_BUCKET, Key=key, Body=other)
+            return real(path, offset)
+        return _CutBody(real(path, offset), 6 * MIB)
+
+    opened = _record(monkeypatch, source, "open_at", cut_then_replace)
+    prefix = unique("p") + "/"
+    try:
+        with pytest.raises(TemporaryError, match="changed while it was read"):
+            _copy(engine, source, prefix)
+    finally:
+        engine.close()
+    assert [offset for _, offset in opened] == [0, 5 * MIB]
+    bucket, _ = split(scope.target_uri)
+    assert s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("KeyCount", 0) == 0
+    assert engine._budget.free == engine._budget.total
