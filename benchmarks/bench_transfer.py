@@ -13,7 +13,7 @@ BRIDGE_BENCH_SMALL_FILE_KB KiB (default 32);
 BRIDGE_BENCH_RESYNC_VERSIONS (default 1000) approved versions for the re-sync
 row; BRIDGE_BENCH_CRASH_KILLS (default 50) for the crash torture row (0 skips).
 BRIDGE_BENCH_TRANSFER_ROWS (default: every row) runs only the rows whose name
-contains one of its comma-separated words, e.g. ``MLflow proxy`` (the proxy rows).
+contains one of its ";"-separated parts, e.g. ``MLflow proxy`` (the proxy rows).
 
 The syncing process runs under BRIDGE_BENCH_RUNTIME_PYTHON when set (`make bench`
 points it at a virtualenv with only what the daemon image installs), so its
@@ -68,7 +68,7 @@ print(json.dumps(out))
 
 def _wanted(name: str) -> bool:
     """Whether a row is asked for (BRIDGE_BENCH_TRANSFER_ROWS; empty: every row)."""
-    words = [w.strip() for w in os.environ.get("BRIDGE_BENCH_TRANSFER_ROWS", "").split(",")]
+    words = [w.strip() for w in os.environ.get("BRIDGE_BENCH_TRANSFER_ROWS", "").split(";")]
     words = [w for w in words if w]
     return not words or any(w in name for w in words)
 

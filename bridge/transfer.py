@@ -8,8 +8,9 @@ Three paths, chosen per version (docs/transfer.md has the full story):
   reports the SHA-256 it computed over the copy; otherwise (or when told not
   to trust it) one streaming read of the source is hashed while the store copies.
 * **streamed** — different endpoints: the source is read in part-size
-  chunks, each chunk uploaded as one part of a multipart upload, parts in
-  parallel (``PutObject`` for files up to one part).
+  chunks and uploaded as one streamed ``PutObject`` as it is read (up to
+  ``put_threshold``, 5 GiB by default), above that as the parts of a multipart
+  upload, in parallel.
 * **proxy** — no direct S3 access to the source: each file streams from the
   MLflow server's artifact proxy (resumed with ``Range`` after a failure) and is
   uploaded exactly as on the streamed path. Other artifact stores without a
@@ -26,7 +27,8 @@ small files are copied more at a time within that budget.
 
 Verification: a file counts as copied only when the store itself confirmed
 the bytes: it computed the SHA-256 of a ``CopyObject`` it made from the exact
-source object listed (pinned by its ETag), or that SHA-256 equals ours, or the
+source object listed (pinned by its ETag), or that SHA-256 equals ours (sent in a
+header, or for a streamed ``PutObject`` over TLS in a trailer), or the
 ETag (MD5) it computed for every part equals the MD5 of the bytes we sent or
 read, or, when the store reports neither (encrypted objects, older stores),
 a full read-back of the object equals our SHA-256.
