@@ -12,6 +12,8 @@ model splits it into BRIDGE_BENCH_TRANSFER_FILES files (default 500); the
 BRIDGE_BENCH_SMALL_FILE_KB KiB (default 32);
 BRIDGE_BENCH_RESYNC_VERSIONS (default 1000) approved versions for the re-sync
 row; BRIDGE_BENCH_CRASH_KILLS (default 50) for the crash torture row (0 skips).
+BRIDGE_BENCH_TRANSFER_ROWS (default: every row) runs only the rows whose name
+contains one of its ";"-separated parts, e.g. ``MLflow proxy`` (the proxy rows).
 
 The syncing process runs under BRIDGE_BENCH_RUNTIME_PYTHON when set (`make bench`
 points it at a virtualenv with only what the daemon image installs), so its
@@ -62,6 +64,13 @@ out["rss_peak_mb"] = hwm()
 print(json.dumps(out))
 """
 )
+
+
+def _wanted(name: str) -> bool:
+    """Whether a row is asked for (BRIDGE_BENCH_TRANSFER_ROWS; empty: every row)."""
+    words = [w.strip() for w in os.environ.get("BRIDGE_BENCH_TRANSFER_ROWS", "").split(";")]
+    words = [w for w in words if w]
+    return not words or any(w in name for w in words)
 
 
 def _add(rows: list[dict], row: dict) -> None:
@@ -188,15 +197,20 @@ def run() -> list[dict]:
             f"{many} files": (_files(size, many), (same, cross)),
             f"{small_n} small files": (_files(small_n * small_kb * 1024, small_n), (proxy,)),
         }
-        for label, (files, paths) in models.items():
+        for label, (files, all_paths) in models.items():
+            mb = sum(map(len, files.values())) / MB
+            paths = [p for p in all_paths if _wanted(f"copy {mb:.0f} MiB in {label}, {p[0]}")]
+            part_copy = label == "one file" and _wanted("UploadPartCopy vs CopyObject")
+            if not paths and not part_copy:
+                continue
             name = f"bench-{uuid.uuid4().hex[:6]}"
             v = create_version(client, s3, name, files)
             client.set_registered_model_alias(name, "champion", v)
             src = client.get_model_version_download_uri(name, v)
             root = src.split(":", 1)[1].lstrip("/")
             keys = [f"{root}/{p}" for p in files]
-            mb = sum(map(len, files.values())) / MB
-            floor = _floor(s3, devstack.ARTIFACT_BUCKET, keys)
+            if any(p is same for p in paths):
+                floor = _floor(s3, devstack.ARTIFACT_BUCKET, keys)
             for where, endpoint, target_s3, bucket in paths:
                 base = _naive(client, name, v, target_s3, bucket)
                 env = {
@@ -241,7 +255,7 @@ def run() -> list[dict]:
                             "python": sys.executable,
                         },
                     )
-            if label == "one file":
+            if part_copy and any(r["name"].endswith("one file, same endpoint") for r in rows):
                 # what is faster on this S3 server: one CopyObject or parallel UploadPartCopy?
                 env = {
                     "BRIDGE_TARGET_URI": f"s3://bridge-models/{uuid.uuid4().hex[:6]}",
@@ -259,50 +273,54 @@ def run() -> list[dict]:
                     },
                 )
         copies = [r for r in rows if "rss_peak_mb" in r]
-        _add(
-            rows,
-            {
-                "name": "peak RSS of the copying process (max over the rows above)",
-                "value": max(r["rss_peak_mb"] for r in copies),
-                "unit": "MB",
-                "of_which_copy_growth_mb": max(r["copy_rss_growth_mb"] for r in copies),
-                "python": _runtime_python(),
-                "same_imports_in_this_env_mb": _imports_rss(sys.executable),
-            },
-        )
-        # re-sync of many unchanged approved versions
-        alias = "bench-resync"
-        tiny = {"MLmodel": _files(0, 1)["MLmodel"], "model.pkl": os.urandom(2048)}
-        src_root = f"bench-resync/{uuid.uuid4().hex[:6]}"
-        for p, data in tiny.items():
-            s3.put_object(Bucket=devstack.ARTIFACT_BUCKET, Key=f"{src_root}/{p}", Body=data)
-        for i in range(versions):
-            name = f"resync-{i:04d}-{uuid.uuid4().hex[:4]}"
-            client.create_registered_model(name)
-            mv = client.create_model_version(name, f"s3://{devstack.ARTIFACT_BUCKET}/{src_root}")
-            client.set_registered_model_alias(name, alias, mv.version)
-        resync_env = {
-            "BRIDGE_ALIAS": alias,
-            "BRIDGE_TARGET_URI": f"s3://bridge-models/resync-{uuid.uuid4().hex[:6]}",
-        }
-        got = _child(resync_env, None)
-        command_s, command_bytes = _sync_command(resync_env)
-        _add(
-            rows,
-            {
-                "name": f"re-sync of {versions} unchanged approved versions vs their first sync",
-                "ratio": round(got["first"]["seconds"] / got["again"]["seconds"], 2),
-                "first_s": round(got["first"]["seconds"], 2),
-                "resync_s": round(got["again"]["seconds"], 2),
-                "resync_bytes": got["again"]["bytes"],
-                "first_bytes": got["first"]["bytes"],
-                # as a cron job runs it: a new `bridge sync --once`, interpreter start included
-                "resync_command_s": round(command_s, 2),
-                "resync_command_bytes": command_bytes,
-                "ratio_command": round(got["first"]["seconds"] / command_s, 2),
-            },
-        )
-        if kills:
+        if copies:
+            _add(
+                rows,
+                {
+                    "name": "peak RSS of the copying process (max over the rows above)",
+                    "value": max(r["rss_peak_mb"] for r in copies),
+                    "unit": "MB",
+                    "of_which_copy_growth_mb": max(r["copy_rss_growth_mb"] for r in copies),
+                    "python": _runtime_python(),
+                    "same_imports_in_this_env_mb": _imports_rss(sys.executable),
+                },
+            )
+        if _wanted("re-sync of"):
+            # re-sync of many unchanged approved versions
+            alias = "bench-resync"
+            tiny = {"MLmodel": _files(0, 1)["MLmodel"], "model.pkl": os.urandom(2048)}
+            src_root = f"bench-resync/{uuid.uuid4().hex[:6]}"
+            for p, data in tiny.items():
+                s3.put_object(Bucket=devstack.ARTIFACT_BUCKET, Key=f"{src_root}/{p}", Body=data)
+            for i in range(versions):
+                name = f"resync-{i:04d}-{uuid.uuid4().hex[:4]}"
+                client.create_registered_model(name)
+                mv = client.create_model_version(
+                    name, f"s3://{devstack.ARTIFACT_BUCKET}/{src_root}"
+                )
+                client.set_registered_model_alias(name, alias, mv.version)
+            resync_env = {
+                "BRIDGE_ALIAS": alias,
+                "BRIDGE_TARGET_URI": f"s3://bridge-models/resync-{uuid.uuid4().hex[:6]}",
+            }
+            got = _child(resync_env, None)
+            command_s, command_bytes = _sync_command(resync_env)
+            _add(
+                rows,
+                {
+                    "name": f"re-sync of {versions} unchanged approved versions vs their first sync",
+                    "ratio": round(got["first"]["seconds"] / got["again"]["seconds"], 2),
+                    "first_s": round(got["first"]["seconds"], 2),
+                    "resync_s": round(got["again"]["seconds"], 2),
+                    "resync_bytes": got["again"]["bytes"],
+                    "first_bytes": got["first"]["bytes"],
+                    # as a cron job runs it: a new `bridge sync --once`, interpreter start included
+                    "resync_command_s": round(command_s, 2),
+                    "resync_command_bytes": command_bytes,
+                    "ratio_command": round(got["first"]["seconds"] / command_s, 2),
+                },
+            )
+        if kills and _wanted("crash torture"):
             name = f"bench-crash-{uuid.uuid4().hex[:6]}"
             from tests.integration.transfer_support import model_files
 

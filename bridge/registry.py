@@ -528,6 +528,7 @@ class ArtifactSource:
         self._sizes: dict[str, int | None] = {}
         self._signed: dict[str, object] = {}
         self._signed_lock = threading.Lock()
+        self._first_etag: dict[str, str] = {}  # of the last read of each file from byte 0
         self.direct = direct_location(uri, settings) if settings is not None else None
         if self.direct is None:
             _ = self._repo
@@ -596,7 +597,14 @@ class ArtifactSource:
         """
         with mlflow_errors(f"reading artifact {path!r} at {self.uri}", self.tracking_uri):
             if self._presigned:
-                return _presigned_body(self._repo, path, offset)
+                # A resumed read is pinned (If-Match) to the object the read began on, so
+                # a file replaced in between fails instead of being stored as a mix.
+                body = _presigned_body(
+                    self._repo, path, offset, self._first_etag.get(path) if offset else None
+                )
+                if not offset:
+                    self._first_etag[path] = body.etag
+                return body
             return _http_body(self._repo, path, offset)
 
     @property
@@ -737,30 +745,47 @@ def _http_stream(repo, path: str) -> Iterator[BinaryIO]:
 
 
 class _HttpBody:
-    """The body of one streaming artifact GET: ``read(n)`` and ``close()``."""
+    """The body of one streaming artifact GET: ``read(n)`` and ``close()``.
+
+    A body read to its end gives its connection back to the session's pool for the
+    next request (keep-alive); ``requests``' own ``Response.close()`` would close it,
+    as it does for any response whose content it did not read itself, so every file
+    would cost a new connection (and, on servers that run a thread per connection,
+    a new thread). A body closed before its end closes its connection."""
 
     def __init__(self, resp):
         self._resp = resp
         self.read = resp.raw.read
+        self.etag = resp.headers.get("ETag", "")
 
     def close(self) -> None:
-        self._resp.close()
+        raw = self._resp.raw
+        if raw.length_remaining == 0 and raw.isclosed():
+            raw.release_conn()
+        else:
+            self._resp.close()
 
 
-def _signed_get(presigned, byte_range: str | None, accept):
+def _signed_get(presigned, byte_range: str | None, accept, if_match: str | None = None):
     """A streaming GET of a presigned URL; ``accept(resp)`` raises when the answer is not
-    what was asked. The response is closed on any failure."""
+    what was asked (it sees error answers first). The response is closed on any failure.
+
+    No other credentials go with it (``auth`` set: requests would otherwise look up
+    ~/.netrc for every request and could add an Authorization header, which S3 refuses
+    next to a signed URL)."""
     from mlflow.utils.request_utils import cloud_storage_http_request
 
     headers = dict(presigned.headers or {})
     if byte_range:
         headers["Range"] = byte_range
+    if if_match:
+        headers["If-Match"] = if_match
     resp = cloud_storage_http_request(
-        "get", presigned.url, headers=headers, stream=True, timeout=(5, 60)
+        "get", presigned.url, headers=headers, stream=True, timeout=(5, 60), auth=_url_signed
     )
     try:
-        resp.raise_for_status()
         accept(resp)
+        resp.raise_for_status()
         resp.raw.decode_content = True
         return resp
     except BaseException:
@@ -768,13 +793,29 @@ def _signed_get(presigned, byte_range: str | None, accept):
         raise
 
 
-def _presigned_body(repo, path: str, offset: int) -> _HttpBody:
+def _url_signed(request):
+    """requests auth for presigned URLs: the signature is in the URL; add nothing."""
+    return request
+
+
+def _presigned_body(repo, path: str, offset: int, if_match: str | None = None) -> _HttpBody:
     def accept(resp) -> None:
+        if if_match and resp.status_code == 412:
+            raise TemporaryError(
+                f"{path}: it changed while it was read (another ETag); it will be copied again"
+            )
+        if resp.status_code >= 400:
+            return  # raise_for_status says what failed
         if offset and resp.status_code != 206:
             raise TemporaryError(f"{path}: the store ignored the byte range; it will be read again")
+        if if_match and resp.headers.get("ETag", "") != if_match:
+            raise TemporaryError(
+                f"{path}: it changed while it was read (another ETag); it will be copied again"
+            )
 
     presigned = repo._get_presigned_download_url(path)
-    return _HttpBody(_signed_get(presigned, f"bytes={offset}-" if offset else None, accept))
+    byte_range = f"bytes={offset}-" if offset else None
+    return _HttpBody(_signed_get(presigned, byte_range, accept, if_match))
 
 
 class _RangeBody(_HttpBody):
@@ -786,6 +827,8 @@ class _RangeBody(_HttpBody):
 
 def _range_body(presigned, path: str, start: int, end: int) -> _RangeBody:
     def accept(resp) -> None:
+        if resp.status_code >= 400:
+            return  # raise_for_status says what failed
         # "bytes <first>-<last>/<size>" (RFC 9110 14.4): anything else is not the range asked
         unit, _, spec = resp.headers.get("Content-Range", "").partition(" ")
         if resp.status_code != 206 or unit != "bytes" or spec.partition("/")[0] != span:

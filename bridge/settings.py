@@ -123,6 +123,13 @@ def _parse_copy_threshold(value: str) -> int:
     return size
 
 
+def _parse_put_threshold(value: str) -> int:
+    size = parse_size(value)
+    if size > 5 * 1024**3:
+        raise ValueError(f"S3 stores at most 5GiB with one PutObject, got {value!r}")
+    return size
+
+
 def _parse_concurrency(value: str) -> int:
     i = int(value)
     if not 1 <= i <= 64:
@@ -559,6 +566,13 @@ class Settings:
         ("BRIDGE_TRANSFER_COPY_THRESHOLD",),
         "Largest object copied server-side in one CopyObject (S3 allows 5GiB); above: UploadPartCopy.",
         _parse_copy_threshold,
+    )
+    transfer_put_threshold: int = _setting(
+        5 * 1024**3,
+        ("BRIDGE_TRANSFER_PUT_THRESHOLD",),
+        "Largest file uploaded as one streamed PutObject when it is read as one stream "
+        "(S3 allows 5GiB); above: a multipart upload with parts in parallel.",
+        _parse_put_threshold,
     )
     transfer_trust_store_checksum: bool = _setting(
         True,

@@ -91,8 +91,13 @@ def s3_client(
     pool: int = 10,
     profile: str | None = None,
     profile_setting: str = "BRIDGE_TARGET_PROFILE",
+    streaming_bodies: bool = False,
 ):
-    """An S3 client; ``profile`` picks a named AWS profile (its keys win over AWS_* keys)."""
+    """An S3 client; ``profile`` picks a named AWS profile (its keys win over AWS_* keys).
+
+    ``streaming_bodies``: for uploads whose body is read as it is sent (see
+    :meth:`Store.put_stream`): botocore must not read the body ahead to sign it or to
+    add a checksum of its own, which it otherwise does on plain-HTTP endpoints."""
     from botocore.config import Config
     from botocore.exceptions import ProfileNotFound
 
@@ -102,7 +107,11 @@ def s3_client(
         connect_timeout=5,
         read_timeout=60,
         max_pool_connections=max(10, pool),
-        s3={"addressing_style": "path"} if endpoint_url else {},
+        s3={
+            **({"addressing_style": "path"} if endpoint_url else {}),
+            **({"payload_signing_enabled": False} if streaming_bodies else {}),
+        },
+        **({"request_checksum_calculation": "when_required"} if streaming_bodies else {}),
     )
     # Creating clients from one session is not thread-safe; using them is.
     with _SESSION_LOCK:
@@ -208,6 +217,17 @@ class Store:
     @property
     def client(self):
         return self._client
+
+    @functools.cached_property
+    def _stream_client(self):
+        return s3_client(
+            self.settings.target_endpoint_url,
+            self.settings.target_region,
+            self.settings.s3_max_attempts,
+            pool=self.settings.transfer_concurrency,
+            profile=self.profile,
+            streaming_bodies=True,
+        )
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
@@ -369,6 +389,38 @@ class Store:
             ContentType="application/octet-stream",
         )
         return resp["ETag"].strip('"'), resp.get("ChecksumSHA256") == hex_to_b64(sha256_hex)
+
+    @property
+    def streams_sha256(self) -> bool:
+        """Whether :meth:`put_stream` has the store check a SHA-256 of the whole body.
+
+        botocore sends the checksum of a body it reads as it goes in a trailer
+        (``x-amz-trailer``, aws-chunked), and does so only over TLS
+        (``resolve_request_checksum_algorithm`` in botocore/httpchecksum.py); AWS S3 is
+        always TLS. Over plain HTTP the body goes without one."""
+        return (self.endpoint_url or "https://").strip().lower().startswith("https://")
+
+    def put_stream(self, key: str, body: BinaryIO, size: int) -> tuple[str, str | None]:
+        """One ``PutObject`` of ``size`` bytes whose ``body`` is read as it is sent.
+
+        Returns the ETag the store computed (the MD5 of what it received, for objects
+        without SSE-KMS/SSE-C) and, where :attr:`streams_sha256`, the SHA-256 (hex) the
+        store checked over the whole body (None when it reported none). The payload is
+        not part of the request signature (botocore's default over TLS; on plain HTTP
+        signing it would mean reading the body twice); the checksum trailer, or the
+        ETag compared by the caller, is what checks the bytes. A retry calls
+        ``body.seek(0)``."""
+        extra = {"ChecksumAlgorithm": "SHA256"} if self.streams_sha256 else {}
+        resp = self._stream_client.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=body,
+            ContentLength=size,
+            ContentType="application/octet-stream",
+            **extra,
+        )
+        sha = b64_to_hex(resp.get("ChecksumSHA256")) if extra else None
+        return resp["ETag"].strip('"'), sha
 
     def create_multipart(self, key: str, checksum: bool) -> str:
         extra = {"ChecksumAlgorithm": "SHA256"} if checksum else {}

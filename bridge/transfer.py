@@ -8,8 +8,9 @@ Three paths, chosen per version (docs/transfer.md has the full story):
   reports the SHA-256 it computed over the copy; otherwise (or when told not
   to trust it) one streaming read of the source is hashed while the store copies.
 * **streamed** — different endpoints: the source is read in part-size
-  chunks, each chunk uploaded as one part of a multipart upload, parts in
-  parallel (``PutObject`` for files up to one part).
+  chunks and uploaded as one streamed ``PutObject`` as it is read (up to
+  ``put_threshold``, 5 GiB by default), above that as the parts of a multipart
+  upload, in parallel.
 * **proxy** — no direct S3 access to the source: each file streams from the
   MLflow server's artifact proxy (resumed with ``Range`` after a failure) and is
   uploaded exactly as on the streamed path. Other artifact stores without a
@@ -26,7 +27,8 @@ small files are copied more at a time within that budget.
 
 Verification: a file counts as copied only when the store itself confirmed
 the bytes: it computed the SHA-256 of a ``CopyObject`` it made from the exact
-source object listed (pinned by its ETag), or that SHA-256 equals ours, or the
+source object listed (pinned by its ETag), or that SHA-256 equals ours (sent in a
+header, or for a streamed ``PutObject`` over TLS in a trailer), or the
 ETag (MD5) it computed for every part equals the MD5 of the bytes we sent or
 read, or, when the store reports neither (encrypted objects, older stores),
 a full read-back of the object equals our SHA-256.
@@ -66,6 +68,7 @@ class TransferOptions:
     part_size: int = 8 * 1024 * 1024
     concurrency: int = 8
     copy_threshold: int = 5 * 1024**3
+    put_threshold: int = 5 * 1024**3
     attempts: int = 5
     trust_store_checksum: bool = True
     proxy_ranges: bool = False
@@ -76,6 +79,7 @@ class TransferOptions:
             part_size=settings.transfer_part_size,
             concurrency=settings.transfer_concurrency,
             copy_threshold=settings.transfer_copy_threshold,
+            put_threshold=settings.transfer_put_threshold,
             attempts=max(settings.s3_max_attempts, 1) + 1,
             trust_store_checksum=settings.transfer_trust_store_checksum,
             proxy_ranges=settings.transfer_proxy_ranges,
@@ -226,9 +230,12 @@ class Engine:
                 with self.store.errors(f"copying {path} to {self.store.uri(key)}"):
                     copied = self._ranged(source, path, key, size, progress)
             else:
-                chunks = self._chunks(
-                    lambda off: source.open_at(path, off), size, f"read {path}", exact=True
-                )
+
+                def chunks() -> Iterator[bytes]:
+                    return self._chunks(
+                        lambda off: source.open_at(path, off), size, f"read {path}", exact=True
+                    )
+
                 with self.store.errors(f"copying {path} to {self.store.uri(key)}"):
                     copied = self._upload(chunks, size, path, key, progress)
         else:
@@ -376,17 +383,27 @@ class Engine:
     def _streamed(
         self, src: SourceBucket, obj: S3Object, path: str, key: str, progress: Progress
     ) -> Copied:
-        return self._upload(self._source_chunks(src, obj), obj.size, path, key, progress)
+        return self._upload(lambda: self._source_chunks(src, obj), obj.size, path, key, progress)
 
     def _upload(
-        self, chunks: Iterator[bytes], size: int, path: str, key: str, progress: Progress
+        self,
+        open_chunks: Callable[[], Iterator[bytes]],
+        size: int,
+        path: str,
+        key: str,
+        progress: Progress,
     ) -> Copied:
         """Upload the chunks of one file as they are read; verify as the store allows.
 
         A file of one part is one ``PutObject`` made by this (file) thread; larger
-        files upload their parts on the part workers while the next part is read.
+        files up to ``put_threshold`` are one streamed ``PutObject`` too (see
+        :meth:`_put_streamed`); above it, parts are uploaded on the part workers
+        while the next part is read.
         """
         single = size <= self.options.part_size
+        if not single and size <= self.options.put_threshold:
+            return self._put_streamed(open_chunks, size, path, key, progress)
+        chunks = open_chunks()
         upload_id = None if single else self.store.create_multipart(key, checksum=True)
         sha = hashlib.sha256()
         futures: list[Future] = []
@@ -433,6 +450,51 @@ class Engine:
                 self._abort(key, upload_id)
             raise
         return self._checked(path, key, size, sha.hexdigest(), results)
+
+    def _put_streamed(
+        self,
+        open_chunks: Callable[[], Iterator[bytes]],
+        size: int,
+        path: str,
+        key: str,
+        progress: Progress,
+    ) -> Copied:
+        """One ``PutObject`` whose body is the file as it is read, hashed on the way.
+
+        The file is read as one stream anyway, so one upload stream keeps pace with it,
+        and the store has no parts to assemble (on the S3 server measured, assembling a
+        1 GiB multipart upload cost more than receiving it). Memory: one chunk from the
+        byte budget at a time. A failed upload (botocore's retries and ours) starts the
+        read over (``seek(0)``); a failed read (after its own resumes) ends the copy.
+        Verified by the SHA-256 the store checked over the whole body where it reports
+        one (TLS endpoints: a checksum trailer), else by its ETag equal to our MD5, else
+        by a read-back.
+        """
+        body = _StreamBody(open_chunks, self._budget, progress, md5=not self.store.streams_sha256)
+
+        def put() -> tuple[str, str | None]:
+            body.seek(0)
+            try:
+                return self.store.put_stream(key, body, size)
+            except Exception:
+                if body.failed is not None:
+                    raise _ReadFailed() from None
+                raise
+
+        try:
+            etag, store_sha = self._retry(f"upload {key}", put)
+        except _ReadFailed:
+            raise body.failed from None
+        finally:
+            body.close()
+        if body.size != size:
+            raise TemporaryError(
+                f"upload {key}: sent {body.size} of {size} bytes; it will be copied again"
+            )
+        digest = body.sha256
+        if store_sha == digest or (body.md5 is not None and _etag(etag) == body.md5):
+            return Copied(path, size, digest)
+        return self._read_back(path, key, size, digest)
 
     # --- ranged: parts of one file read in parallel --------------------------------
 
@@ -630,6 +692,138 @@ class ByteBudget:
             if self._free > self.total:
                 raise RuntimeError("ByteBudget released more than was acquired")
             self._cond.notify_all()
+
+
+class _ReadFailed(Exception):
+    """The body of a streamed upload could not be read (not retried: the reader already
+    resumed what it could); the cause is kept on the body."""
+
+
+class _StreamBody:
+    """The body of a streamed ``PutObject``: a file-like reader over the source's chunks.
+
+    A read-ahead thread takes the next chunk from the source and hashes it (SHA-256,
+    and MD5 when the store's ETag must confirm the upload) while the HTTP layer sends
+    the current one, so reading and hashing overlap with sending. Each chunk holds its
+    bytes from the byte budget until it has been sent (at most two chunks per body).
+    ``seek(0)`` (a retry of the upload) stops the read and starts it over with fresh
+    hashes. Whatever the read raises is kept in ``failed``: the HTTP layer would
+    otherwise report it as a failed request and retry it.
+    """
+
+    def __init__(
+        self,
+        open_chunks: Callable[[], Iterator[bytes]],
+        budget: ByteBudget,
+        progress: Progress,
+        md5: bool,
+    ):
+        self._open = open_chunks
+        self._budget = budget
+        self._progress = progress
+        self._want_md5 = md5
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="bridge-readahead")
+        self.failed: BaseException | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self._chunks: Iterator[bytes] | None = None
+        self._ahead: Future | None = None  # the next chunk, being read and hashed
+        self._view = memoryview(b"")
+        self._at = 0  # within the current chunk
+        self._held = 0  # budget held by the current chunk
+        self.size = 0  # bytes taken from the source so far
+        self._pos = 0  # bytes handed to the HTTP layer
+        self._sha = hashlib.sha256()
+        self._md5 = hashlib.md5(usedforsecurity=False) if self._want_md5 else None
+
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+    @property
+    def md5(self) -> str | None:
+        return self._md5.hexdigest() if self._md5 is not None else None
+
+    def _take(self) -> bytes | None:
+        """The next chunk, hashed in file order (runs in the read-ahead thread)."""
+        if self._chunks is None:
+            self._chunks = self._open()
+        try:
+            data = next(self._chunks)
+        except StopIteration:
+            return None
+        self._sha.update(data)
+        if self._md5 is not None:
+            self._md5.update(data)
+        self.size += len(data)
+        self._progress.add_bytes(len(data))
+        return data
+
+    def _next(self) -> bool:
+        self._release()
+        ahead, self._ahead = self._ahead, None
+        try:
+            data = (ahead or self._reader.submit(self._take)).result()
+        except BaseException as exc:
+            self.failed = exc
+            raise
+        if data is None:
+            return False
+        self._held = len(data)
+        self._view, self._at = memoryview(data), 0
+        self._ahead = self._reader.submit(self._take)
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            return b"".join(iter(lambda: self.read(_READ_PIECE), b""))
+        while self._at >= len(self._view):
+            if not self._next():
+                return b""
+        piece = bytes(self._view[self._at : self._at + n])
+        self._at += len(piece)
+        self._pos += len(piece)
+        return piece
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if self.failed is not None:
+            raise self.failed
+        if (offset, whence) != (0, 0):
+            raise OSError("a streamed upload body can only start over (seek(0))")
+        if self._chunks is not None or self._ahead is not None:
+            self._stop()
+            self._reset()
+        return 0
+
+    def _release(self) -> None:
+        if self._held:
+            self._budget.release(self._held)
+            self._held = 0
+        self._view = memoryview(b"")
+
+    def _stop(self) -> None:
+        """Give back every byte held and close the source read."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            with contextlib.suppress(BaseException):
+                data = ahead.result()
+                if data is not None:
+                    self._budget.release(len(data))
+        self._release()
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+
+    def close(self) -> None:
+        self._stop()
+        self._reader.shutdown(wait=True)
 
 
 class SourceChanged(TemporaryError):

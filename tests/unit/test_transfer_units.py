@@ -72,11 +72,14 @@ def test_transfer_settings_parse_and_validate():
     )
     assert (s.transfer_part_size, s.transfer_concurrency) == (8 * 1024**2, 4)
     assert s.transfer_copy_threshold == 1024**3
+    assert s.transfer_put_threshold == 5 * 1024**3  # default: S3's limit for one PutObject
+    assert load_settings(env={"BRIDGE_TRANSFER_PUT_THRESHOLD": "0"}).transfer_put_threshold == 0
     assert s.source_endpoint_url == "http://minio:9000"  # MLflow's own variable is honoured
     assert parse_size("16777216") == parse_size("16M") == 16 * 1024**2
     for bad in (
         {"BRIDGE_TRANSFER_PART_SIZE": "1MiB"},
         {"BRIDGE_TRANSFER_COPY_THRESHOLD": "6GiB"},
+        {"BRIDGE_TRANSFER_PUT_THRESHOLD": "6GiB"},
         {"BRIDGE_TRANSFER_CONCURRENCY": "0"},
         {"BRIDGE_SOURCE_ARTIFACTS_URI": "/local/dir"},
         {"BRIDGE_PROGRESS": "sometimes"},
@@ -287,4 +290,67 @@ def test_parts_arriving_after_a_failed_part_give_their_bytes_back_at_once():
     budget.release(1000)  # part 0 failed and gave back its own bytes
     whole.drop()
     whole.add(2, b"y" * 1000)  # was in flight
+    assert budget.free == budget.total
+
+
+def _budgeted_chunks(budget, chunks: list[bytes], opened: list[int], fail_at: int | None = None):
+    """What Engine._chunks hands out: chunks whose bytes were taken from the budget."""
+    opened.append(1)
+    for i, data in enumerate(chunks):
+        if i == fail_at:
+            raise ValueError("the source read failed")
+        budget.acquire(len(data))
+        yield data
+
+
+def test_stream_body_hashes_restarts_on_seek0_and_gives_every_byte_back():
+    """The streamed PutObject's body: read in small pieces it yields the file in order,
+    hashed; seek(0) (a retried upload) starts the read over with fresh hashes; at the end
+    no byte of the budget is held."""
+    import hashlib
+
+    from bridge.progress import Progress
+    from bridge.transfer import ByteBudget, _StreamBody
+
+    chunks = [bytes([i]) * 1000 for i in range(5)]
+    budget, opened = ByteBudget(3000), []
+    body = _StreamBody(
+        lambda: _budgeted_chunks(budget, chunks, opened),
+        budget,
+        Progress("t", 0, 1, live=False),
+        md5=True,
+    )
+    assert body.read(1500) == chunks[0]  # at most one chunk per read
+    body.seek(0)
+    got = b"".join(iter(lambda: body.read(333), b""))
+    body.close()
+    whole = b"".join(chunks)
+    assert got == whole and body.size == len(whole) and body.tell() == len(whole)
+    assert body.sha256 == hashlib.sha256(whole).hexdigest()
+    assert body.md5 == hashlib.md5(whole, usedforsecurity=False).hexdigest()
+    assert len(opened) == 2
+    assert budget.free == budget.total
+
+
+def test_stream_body_keeps_a_read_failure_and_refuses_to_start_over():
+    """A failed source read is kept on the body (the HTTP layer would report it as a
+    failed request) and a retry's seek(0) raises it again instead of reading anew."""
+    from bridge.progress import Progress
+    from bridge.transfer import ByteBudget, _StreamBody
+
+    budget, opened = ByteBudget(3000), []
+    body = _StreamBody(
+        lambda: _budgeted_chunks(budget, [b"a" * 100] * 3, opened, fail_at=1),
+        budget,
+        Progress("t", 0, 1, live=False),
+        md5=False,
+    )
+    assert body.read(100) == b"a" * 100
+    with pytest.raises(ValueError):
+        body.read(100)
+    assert isinstance(body.failed, ValueError)
+    with pytest.raises(ValueError):
+        body.seek(0)
+    body.close()
+    assert len(opened) == 1 and body.md5 is None
     assert budget.free == budget.total
