@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,16 +77,25 @@ class OutputDir:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
 
-    def owned_files(self, skip: frozenset[str] | set[str] = frozenset()) -> dict[str, str]:
-        """name -> text of every YAML file here that bridge wrote (except those in ``skip``)."""
+    def owned_files(
+        self,
+        skip: frozenset[str] | set[str] = frozenset(),
+        rendered: Mapping[str, str] | None = None,
+    ) -> dict[str, str]:
+        """name -> text of every YAML file here that bridge wrote (except those in ``skip``).
+
+        ``rendered``: what bridge would write now, under each name. A file equal to it
+        is bridge's without parsing it (an unchanged pass over a large directory
+        otherwise parses every file it is about to leave as it is)."""
         if not self.path.is_dir():
             return {}
+        rendered = rendered or {}
         owned = {}
         for p in sorted(self.path.glob("*.yaml")):
             if p.name == KUSTOMIZATION or p.name in skip:
                 continue
             text = p.read_text()
-            if _OWNED_MARK in text and _is_owned(text):
+            if _OWNED_MARK in text and (rendered.get(p.name) == text or _is_owned(text)):
                 owned[p.name] = text
         return owned
 

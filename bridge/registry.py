@@ -31,14 +31,6 @@ _CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
-class RegisteredModelInfo:
-    name: str
-    aliases: dict[str, str]
-    tags: dict[str, str] = field(default_factory=dict)
-    stages: dict[str, str] = field(default_factory=dict)  # MLflow 2 stage -> latest version
-
-
-@dataclass(frozen=True)
 class ModelVersionInfo:
     name: str
     version: str
@@ -48,6 +40,17 @@ class ModelVersionInfo:
     download_uri: str
     tags: dict[str, str] = field(default_factory=dict)
     model_id: str | None = None  # MLflow 3: the logged model the version was made from
+
+
+@dataclass(frozen=True)
+class RegisteredModelInfo:
+    name: str
+    aliases: dict[str, str]
+    tags: dict[str, str] = field(default_factory=dict)
+    stages: dict[str, str] = field(default_factory=dict)  # MLflow 2 stage -> latest version
+    # The versions the registry sent along with the model (the latest of each stage,
+    # "None" included), by version; download_uri left empty. See listed_versions.
+    versions: dict[str, ModelVersionInfo] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -200,23 +203,64 @@ class Registry:
 
     def registered_models(self, names: list[str] | None = None) -> list[RegisteredModelInfo]:
         """All registered models (paginated), or exactly ``names`` (each must exist)."""
+        return [m for page in self.registered_model_pages(names) for m in page]
+
+    def registered_model_pages(
+        self, names: list[str] | None = None
+    ) -> Iterator[list[RegisteredModelInfo]]:
+        """:meth:`registered_models` as it arrives: one list per page of the listing (or
+        per named model), so that a caller can work on a page while the next is read.
+
+        The pages are read one after the other with the server's own page tokens
+        (MLflow documents them as opaque), never by guessing offsets."""
         if names:
-            result = []
             for name in names:
                 with self._errors(f"model {name!r}"):
                     rm = self.client.get_registered_model(name)
-                result.append(_model_info(rm))
-            return result
-        models: list[RegisteredModelInfo] = []
+                yield [_model_info(rm)]
+            return
         token = None
-        with self._errors("listing registered models"):
-            while True:
-                page = self.client.search_registered_models(max_results=1000, page_token=token)
-                models.extend(_model_info(rm) for rm in page)
-                token = page.token
-                if not token:
-                    break
-        return models
+        while True:
+            with self._errors("listing registered models"):
+                models, token = self._listing_page(token)
+            yield models
+            if not token:
+                break
+
+    def _listing_page(self, token: str | None) -> tuple[list[RegisteredModelInfo], str | None]:
+        """One page of the registered-model listing and the token of the next.
+
+        From an MLflow server, the page's JSON is read as it is: MLflow's client would
+        turn 1,000 models (each with its latest versions) into protobuf messages and
+        then entities first, which costs more than the request itself. The request is
+        MLflow's own (``http_request``: its credentials, auth providers, retries and
+        pooled session) on the endpoint its REST store uses."""
+        store = self._rest_store
+        if store is None:
+            page = self.client.search_registered_models(max_results=1000, page_token=token)
+            return [_model_info(rm) for rm in page], page.token or None
+        from mlflow.protos.model_registry_pb2 import SearchRegisteredModels
+
+        body = _rest_call(store, SearchRegisteredModels, {"max_results": 1000, "page_token": token})
+        models = [_model_info_json(rm) for rm in body.get("registered_models") or []]
+        return models, body.get("next_page_token") or None
+
+    @functools.cached_property
+    def _rest_store(self):
+        """MLflow's REST registry store when the registry is an MLflow server, else None
+        (Databricks and Unity Catalog stores subclass it with rules of their own, and an
+        MLflow without the parts used here gets its client's way)."""
+        from mlflow.store.model_registry.rest_store import RestStore
+
+        registry_client = getattr(self.client, "_get_registry_client", None)
+        if registry_client is None:
+            return None
+        with self._errors("the model registry"):
+            store = registry_client().store
+        parts = ("get_host_creds", "_get_endpoint_from_method")
+        if type(store) is RestStore and all(hasattr(store, p) for p in parts):
+            return store
+        return None
 
     def model_version(self, name: str, version: str) -> ModelVersionInfo:
         with self._errors(f"model {name!r} version {version}"):
@@ -494,17 +538,100 @@ def _parallel(fn, items: list, workers: int) -> list:
 
 
 def _model_info(rm) -> RegisteredModelInfo:
+    # The registry returns the latest version of each stage with the model itself:
+    # whole ModelVersion entities, built by the same SqlModelVersion.to_mlflow_entity
+    # that get_model_version and search_model_versions answer with.
+    latest = getattr(rm, "latest_versions", None) or []
     return RegisteredModelInfo(
         name=rm.name,
         aliases={k: str(v) for k, v in (rm.aliases or {}).items()},
         tags=dict(rm.tags or {}),
-        # The registry returns the latest version of each stage with the model itself.
         stages={
             str(mv.current_stage): str(mv.version)
-            for mv in (getattr(rm, "latest_versions", None) or [])
+            for mv in latest
             if str(mv.current_stage) in ("Staging", "Production")
         },
+        versions={str(mv.version): _version_info(mv, "") for mv in latest if mv.name == rm.name},
     )
+
+
+def _rest_call(store, api, params: dict) -> dict:
+    """The JSON answer of one registry REST call, made as MLflow's ``call_endpoint`` makes
+    it (mlflow/utils/rest_utils.py), without turning the answer into protobuf."""
+    import json
+
+    from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+    check_workspace = getattr(store, "_validate_workspace_support_if_specified", None)
+    if check_workspace is not None:
+        check_workspace()
+    endpoint, method = store._get_endpoint_from_method(api)
+    body = {k: v for k, v in params.items() if v is not None}
+    sent = {"params": body} if method == "GET" else {"json": body}
+    response = http_request(store.get_host_creds(), endpoint, method, **sent)
+    response = verify_rest_response(response, endpoint)
+    try:
+        answer = json.loads(response.text)
+    except ValueError:
+        raise TemporaryError(f"{endpoint}: the MLflow server answered with invalid JSON") from None
+    if not isinstance(answer, dict):
+        raise TemporaryError(f"{endpoint}: the MLflow server answered with unexpected JSON")
+    return answer
+
+
+def _pairs(items, key: str, value: str) -> dict[str, str]:
+    return {str(i[key]): str(i.get(value, "")) for i in items or [] if key in i}
+
+
+def _model_info_json(rm: dict) -> RegisteredModelInfo:
+    """:func:`_model_info` of a registered model as MLflow's REST API spells it (the JSON
+    of the RegisteredModel message, mlflow/protos/model_registry.proto)."""
+    name = rm["name"]
+    latest = [
+        mv
+        for mv in rm.get("latest_versions") or []
+        if mv.get("name") == name and "version" in mv and "source" in mv and "status" in mv
+    ]
+    return RegisteredModelInfo(
+        name=name,
+        aliases=_pairs(rm.get("aliases"), "alias", "version"),
+        tags=_pairs(rm.get("tags"), "key", "value"),
+        stages={
+            str(mv["current_stage"]): str(mv["version"])
+            for mv in rm.get("latest_versions") or []
+            if mv.get("current_stage") in ("Staging", "Production") and "version" in mv
+        },
+        versions={
+            str(mv["version"]): ModelVersionInfo(
+                name=name,
+                version=str(mv["version"]),
+                run_id=mv.get("run_id") or None,
+                source=str(mv["source"]),
+                status=str(mv["status"]),
+                download_uri="",
+                tags=_pairs(mv.get("tags"), "key", "value"),
+                model_id=mv.get("model_id") or None,
+            )
+            for mv in latest
+        },
+    )
+
+
+def listed_versions(
+    models: list[RegisteredModelInfo], wanted: list[tuple[str, str]] | set[tuple[str, str]]
+) -> dict[tuple[str, str], ModelVersionInfo]:
+    """The ``wanted`` (model, version) pairs that the model listing already carried.
+
+    A version the alias points to is often the model's latest one, which MLflow sends
+    with every registered model (``latest_versions``); those need no version read."""
+    by_name = {m.name: m for m in models}
+    found = {}
+    for name, version in wanted:
+        m = by_name.get(name)
+        info = m.versions.get(version) if m is not None else None
+        if info is not None:
+            found[(name, version)] = info
+    return found
 
 
 class ArtifactSource:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +28,13 @@ from bridge.names import k8s_name
 from bridge.overrides import ServingLimits, ServingSpec, deployment_mode, parse_runtimes, resolve
 from bridge.prune_guard import RemovalPolicy
 from bridge.publish import PublishedVersion, Publisher, check_same_version
-from bridge.registry import ModelVersionInfo, RegisteredModelInfo, Registry
+from bridge.registry import (
+    ModelVersionInfo,
+    RegisteredModelInfo,
+    Registry,
+    VersionReads,
+    listed_versions,
+)
 from bridge.runtime_fit import (
     DEFAULT_RUNTIME_PACKAGES,
     empty_file_problems,
@@ -206,6 +212,60 @@ class _Fit:
     empty: tuple[str, ...] = ()  # 0-byte files, which KServe's storage initializer skips
 
 
+class _ReadAhead:
+    """What one pass reads before it decides anything, started page by page while the
+    listing goes on: the version each approval alias points to (from the listing itself
+    when MLflow sent it along, else batched searches) and each version's published
+    marker (one GET each, in parallel). An unchanged registry then costs the listing,
+    one GET per version and few or no searches, mostly overlapped."""
+
+    def __init__(self, registry: Registry, publisher: Publisher, aliases: tuple[str, ...]):
+        self.registry = registry
+        self.publisher = publisher
+        self.aliases = aliases
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="bridge-marker")
+        self._searches = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bridge-search")
+        self._found: dict[tuple[str, str], ModelVersionInfo] = {}
+        self._reads: list[Future[VersionReads]] = []
+        self._markers: dict[tuple[str, str], Future] = {}
+
+    def __enter__(self) -> _ReadAhead:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for pool in (self.pool, self._searches):
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def add(self, approved: list[RegisteredModelInfo], batch: int = 100) -> None:
+        pairs = [(m.name, m.aliases[a]) for m in approved for a in self.aliases if a in m.aliases]
+        listed = listed_versions(approved, pairs)
+        self._found.update(listed)
+        missing = sorted(p for p in set(pairs) if p not in listed)
+        names = sorted({n for n, _ in missing})
+        for i in range(0, len(names), batch):
+            chunk = set(names[i : i + batch])
+            wanted = [p for p in missing if p[0] in chunk]
+            self._reads.append(self._searches.submit(self.registry.model_versions, wanted))
+        for name, version in pairs:
+            key = (k8s_name(name), version)
+            if key not in self._markers:
+                self._markers[key] = self.pool.submit(self._marker, key)
+
+    def _marker(self, key: tuple[str, str]) -> PublishedVersion | BridgeError | None:
+        try:
+            return self.publisher.published(*key)
+        except BridgeError as exc:  # reported by the model it belongs to
+            return exc
+
+    def results(self):
+        """(versions found, versions that could not be read, markers by (k8s name, version))."""
+        reads = VersionReads(found=dict(self._found))
+        for f in self._reads:
+            reads.add(f.result())  # an outage stops the pass, as a failed listing does
+        markers = {key: f.result() for key, f in self._markers.items()}
+        return reads.found, reads.failed, markers
+
+
 class Reconciler:
     def __init__(self, settings: Settings, registry: Registry, store: Store, kube=None):
         self.settings = settings
@@ -226,7 +286,7 @@ class Reconciler:
         self._output_dir: str | None = None
         self._kube = kube
         self.verify = False
-        # Read ahead by each pass (see _prefetch).
+        # Read ahead by each pass (see _ReadAhead).
         self._infos: dict[tuple[str, str], ModelVersionInfo] = {}
         self._unreadable: dict[tuple[str, str], BridgeError] = {}
         self._markers: dict[tuple[str, str], PublishedVersion | BridgeError | None] = {}
@@ -244,21 +304,27 @@ class Reconciler:
     ) -> SyncReport:
         self.verify = verify
         self._output_dir = output_dir
-        self.store.check_access()
-        alias, stage = self.settings.alias, self.settings.stage
-        registered = self.registry.registered_models(models)
-        self._by_stage = {
-            m.name for m in registered if (approved_by(m, alias, stage) or "").startswith("stage")
-        }
-        for m in registered:
-            hint = stage_hint(m, alias, stage)
-            if hint and m.name not in self._stage_hinted:
-                self._stage_hinted.add(m.name)
-                log.warning("%s", hint)
-        registered = with_stage_approval(registered, alias, stage)
-        approved = [m for m in registered if alias in m.aliases]
-        names, clashes = assign_names(approved)
-        self._prefetch(approved, names)
+        alias = self.settings.alias
+        self._by_stage = set()
+        registered: list[RegisteredModelInfo] = []
+        with _ReadAhead(
+            self.registry, self.publisher, (alias, self.settings.canary_alias)
+        ) as ahead:
+            # The store check, the listing's pages and the reads for the models each page
+            # approves all overlap: the listing is serial (page tokens), the rest is not.
+            access = ahead.pool.submit(self.store.check_access)
+            try:
+                for page in self.registry.registered_model_pages(models):
+                    page = self._approvals(page)
+                    registered.extend(page)
+                    ahead.add([m for m in page if alias in m.aliases])
+            except BridgeError:
+                access.result()  # an unreachable store is reported first, as it always was
+                raise
+            access.result()
+            approved = [m for m in registered if alias in m.aliases]
+            names, clashes = assign_names(approved)
+            self._infos, self._unreadable, self._markers = ahead.results()
 
         report = SyncReport()
         desired: dict[str, dict] = {}
@@ -364,30 +430,18 @@ class Reconciler:
         self._canary_waits[kname] = why
         return why
 
-    def _prefetch(self, approved: list[RegisteredModelInfo], names: dict[str, str]) -> None:
-        """Read every needed version (batched searches) and marker (in parallel) up front,
-        so a pass over an unchanged registry costs a few searches and one GET per version
-        instead of several MLflow round trips per version."""
-        pairs = [
-            (m.name, m.aliases[a])
-            for m in approved
-            if m.name in names
-            for a in (self.settings.alias, self.settings.canary_alias)
-            if a in m.aliases
-        ]
-        reads = self.registry.model_versions(pairs) if pairs else None
-        self._infos = reads.found if reads else {}
-        self._unreadable = reads.failed if reads else {}
-
-        def marker(key: tuple[str, str]):
-            try:
-                return self.publisher.published(*key)
-            except BridgeError as exc:  # reported by the model it belongs to
-                return exc
-
-        keys = sorted({(names[n], v) for n, v in pairs})
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            self._markers = dict(zip(keys, pool.map(marker, keys), strict=True))
+    def _approvals(self, page: list[RegisteredModelInfo]) -> list[RegisteredModelInfo]:
+        """A page of the listing with stage approval applied (BRIDGE_STAGE), hinting once
+        per model where stages are used without the alias."""
+        alias, stage = self.settings.alias, self.settings.stage
+        for m in page:
+            if (approved_by(m, alias, stage) or "").startswith("stage"):
+                self._by_stage.add(m.name)
+            hint = stage_hint(m, alias, stage)
+            if hint and m.name not in self._stage_hinted:
+                self._stage_hinted.add(m.name)
+                log.warning("%s", hint)
+        return with_stage_approval(page, alias, stage)
 
     def _publish(self, model: str, kname: str, version: str) -> tuple[PublishedVersion, str]:
         """The published version and what this pass did: "synced" (copied now),
@@ -464,8 +518,10 @@ class Reconciler:
 
     def _write_output(self, output_dir, report, desired, in_scope) -> OutputChange:
         out = OutputDir(output_dir)
-        existing = out.owned_files()
         files = {name: to_yaml(resource) for name, resource in desired.items()}
+        # Each rendering carries bridge's label in its metadata, so a file equal to one is
+        # bridge's own.
+        existing = out.owned_files(rendered=files)
         namespaces = {
             r["metadata"]["namespace"] for r in desired.values() if r["kind"] == "InferenceService"
         }

@@ -137,6 +137,43 @@ def test_resync_in_a_fresh_process_reads_only_the_markers(scope, client, s3):
     assert reconciler._fit_cache[first["digest"]].mlflow_major == "2"
 
 
+def test_resync_takes_the_latest_version_from_the_model_listing(scope, client, s3):
+    """MLflow sends each registered model with its latest version per stage
+    (``latest_versions``): whole ModelVersion entities, built by the same
+    ``SqlModelVersion.to_mlflow_entity`` that answers get_model_version and
+    search_model_versions (MLflow 3.17.2, mlflow/store/model_registry/sqlalchemy_store.py
+    ``search_registered_models`` -> ``_get_latest_versions_for_models``, and
+    dbmodels/models.py ``SqlRegisteredModel.to_mlflow_entity``; already so at mlflow/mlflow
+    commit 02b23fd9086846842a68edeb490a41f06acf5142). An alias on the latest version
+    needs no version read; one on an older version is still read, and still checked."""
+    name = unique("xfer-listed")
+    v1 = create_version(client, s3, name, model_files(big=1024, small=1))
+    v2 = create_version(client, s3, name, model_files(big=1024, small=1, seed=2))
+    for v in (v1, v2):
+        _approve(client, scope, name, v)
+        assert _sync(scope)[name]["state"] == "synced"
+
+    def fresh_pass():
+        reconciler = build_reconciler(load_settings())
+        calls = []
+        for method in ("search_model_versions", "get_model_version"):
+            real = getattr(reconciler.registry.client, method)
+
+            def spy(*args, _real=real, _method=method, **kwargs):
+                calls.append(_method)
+                return _real(*args, **kwargs)
+
+            setattr(reconciler.registry.client, method, spy)
+        [result] = reconciler.run_once([name]).results
+        return result, calls
+
+    result, calls = fresh_pass()  # the alias is on the latest version
+    assert (result.state, result.version, calls) == ("unchanged", v2, [])
+    _approve(client, scope, name, v1)
+    result, calls = fresh_pass()  # an older version: read with one batched search
+    assert (result.state, result.version, calls) == ("unchanged", v1, ["search_model_versions"])
+
+
 def test_direct_s3_source_and_upload_part_copy_above_threshold(scope, client, s3):
     name = unique("xfer-big")
     files = model_files(big=12 * 1024 * 1024, small=2, seed=1)
