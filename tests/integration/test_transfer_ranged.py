@@ -24,14 +24,10 @@ import pytest
 
 from bridge import devstack
 from bridge.errors import TemporaryError
-from bridge.progress import Progress
-from bridge.registry import ArtifactSource
-from bridge.settings import load_settings
-from bridge.store import Store
-from bridge.transfer import Engine, SourceChanged, TransferOptions
+from bridge.transfer import SourceChanged
 
 from .conftest import unique
-from .transfer_support import create_version, split
+from .transfer_support import copy_model_bin, proxy_copy_setup, split, stored_model_bin
 
 pytestmark = pytest.mark.integration
 
@@ -45,33 +41,13 @@ def presigned(monkeypatch):
 
 
 def _setup(scope, client, s3, big: bytes):
-    name = unique("xfer-ranged")
-    files = {"MLmodel": b"flavors: {}\n", "model.bin": big}
-    v = create_version(client, s3, name, files)
-    uri = client.get_model_version_download_uri(name, v)
-    settings = load_settings(
-        {},
-        env={
-            **scope.env,
-            "BRIDGE_SOURCE_ARTIFACTS_URI": "",
-            "BRIDGE_TRANSFER_PART_SIZE": "5MiB",
-            "BRIDGE_TRANSFER_PROXY_RANGES": "true",
-        },
+    return proxy_copy_setup(
+        scope, client, s3, big, "xfer-ranged", {"BRIDGE_TRANSFER_PROXY_RANGES": "true"}
     )
-    source = ArtifactSource(uri, scope.env["MLFLOW_TRACKING_URI"], settings)
-    source.list_files()
-    engine = Engine(Store(settings), TransferOptions.from_settings(settings))
-    return source, engine, uri
 
 
 def _copy(engine, source, prefix: str):
-    progress = Progress("ranged", 0, 1, live=False)
-    return engine.copy_files(source, ["model.bin"], prefix, progress)
-
-
-def _stored(s3, scope, prefix: str) -> bytes:
-    bucket, _ = split(scope.target_uri)
-    return s3.get_object(Bucket=bucket, Key=f"{prefix}model.bin")["Body"].read()
+    return copy_model_bin(engine, source, prefix, "ranged")
 
 
 def _record_ranges(monkeypatch, source, wrap=None, before=None) -> list[tuple[int, int, bool]]:
@@ -119,7 +95,7 @@ def test_stored_bytes_of_a_ranged_copy(scope, client, s3, presigned):
         _copy(engine, source, prefix)
     finally:
         engine.close()
-    assert _stored(s3, scope, prefix) == big
+    assert stored_model_bin(s3, scope, prefix) == big
 
 
 class _CutBody:
@@ -162,7 +138,7 @@ def test_a_range_cut_midway_resumes_where_it_stopped(scope, client, s3, presigne
         engine.close()
     assert (PART + MIB, 2 * PART, True) in calls
     assert copied.sha256 == hashlib.sha256(big).hexdigest()
-    assert _stored(s3, scope, prefix) == big
+    assert stored_model_bin(s3, scope, prefix) == big
     assert engine._budget.free == engine._budget.total
 
 

@@ -26,14 +26,9 @@ from botocore.exceptions import ConnectionClosedError
 
 from bridge import devstack
 from bridge.errors import TemporaryError
-from bridge.progress import Progress
-from bridge.registry import ArtifactSource
-from bridge.settings import load_settings
-from bridge.store import Store
-from bridge.transfer import Engine, TransferOptions
 
 from .conftest import unique
-from .transfer_support import create_version, split
+from .transfer_support import copy_model_bin, proxy_copy_setup, split, stored_model_bin
 
 pytestmark = pytest.mark.integration
 
@@ -44,28 +39,11 @@ PRESIGNED = pytest.mark.parametrize("presigned", ["true", "false"])
 
 def _setup(scope, client, s3, big: bytes, monkeypatch, presigned: str):
     monkeypatch.setenv("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", presigned)
-    name = unique("xfer-put")
-    files = {"MLmodel": b"flavors: {}\n", "model.bin": big}
-    v = create_version(client, s3, name, files)
-    uri = client.get_model_version_download_uri(name, v)
-    settings = load_settings(
-        {},
-        env={**scope.env, "BRIDGE_SOURCE_ARTIFACTS_URI": "", "BRIDGE_TRANSFER_PART_SIZE": "5MiB"},
-    )
-    source = ArtifactSource(uri, scope.env["MLFLOW_TRACKING_URI"], settings)
-    source.list_files()
-    engine = Engine(Store(settings), TransferOptions.from_settings(settings))
-    return source, engine, uri
+    return proxy_copy_setup(scope, client, s3, big, "xfer-put", {})
 
 
 def _copy(engine, source, prefix: str):
-    progress = Progress("put", 0, 1, live=False)
-    return engine.copy_files(source, ["model.bin"], prefix, progress)
-
-
-def _stored(s3, scope, prefix: str) -> bytes:
-    bucket, _ = split(scope.target_uri)
-    return s3.get_object(Bucket=bucket, Key=f"{prefix}model.bin")["Body"].read()
+    return copy_model_bin(engine, source, prefix, "put")
 
 
 def _record(monkeypatch, obj, name: str, wrap=None) -> list:
@@ -120,7 +98,7 @@ def test_a_large_file_is_one_streamed_put_verified_without_a_read_back(
     assert [offset for _, offset in opened] == [0]
     assert copied.sha256 == hashlib.sha256(big).hexdigest()
     assert copied.size == len(big)
-    assert _stored(s3, scope, prefix) == big
+    assert stored_model_bin(s3, scope, prefix) == big
     assert engine._budget.free == engine._budget.total  # every byte given back
 
 
@@ -148,7 +126,7 @@ def test_a_source_body_cut_midway_resumes_inside_the_same_upload(
     assert [offset for _, offset in opened] == [0, 5 * MIB]
     assert len(puts) == 1
     assert copied.sha256 == hashlib.sha256(big).hexdigest()
-    assert _stored(s3, scope, prefix) == big
+    assert stored_model_bin(s3, scope, prefix) == big
     assert engine._budget.free == engine._budget.total
 
 
@@ -178,7 +156,7 @@ def test_an_upload_cut_midway_starts_the_read_over(scope, client, s3, monkeypatc
     assert state["cut"]
     assert [offset for _, offset in opened] == [0, 0]
     assert copied.sha256 == hashlib.sha256(big).hexdigest()
-    assert _stored(s3, scope, prefix) == big
+    assert stored_model_bin(s3, scope, prefix) == big
     assert engine._budget.free == engine._budget.total
 
 

@@ -232,3 +232,41 @@ def torture(env: dict, s3, target_base: str, storage_path: str, kills: int, seed
         uploads = s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", [])
         assert uploads == [], f"round {i}: unfinished uploads left: {uploads}"
     return stats
+
+
+def proxy_copy_setup(scope, client, s3, big: bytes, label: str, env: dict[str, str]):
+    """A version of ``MLmodel`` + ``model.bin`` (``big``) read through MLflow's proxy (no
+    S3 access to its bucket), 5 MiB parts: its listed source, a transfer engine on the
+    target, and its download URI. ``env`` adds bridge settings."""
+    from bridge.registry import ArtifactSource
+    from bridge.settings import load_settings
+    from bridge.store import Store
+    from bridge.transfer import Engine, TransferOptions
+
+    name = f"{label}-{uuid.uuid4().hex[:8]}"
+    v = create_version(client, s3, name, {"MLmodel": b"flavors: {}\n", "model.bin": big})
+    uri = client.get_model_version_download_uri(name, v)
+    settings = load_settings(
+        {},
+        env={
+            **scope.env,
+            "BRIDGE_SOURCE_ARTIFACTS_URI": "",
+            "BRIDGE_TRANSFER_PART_SIZE": "5MiB",
+            **env,
+        },
+    )
+    source = ArtifactSource(uri, scope.env["MLFLOW_TRACKING_URI"], settings)
+    source.list_files()
+    return source, Engine(Store(settings), TransferOptions.from_settings(settings)), uri
+
+
+def copy_model_bin(engine, source, prefix: str, label: str):
+    """Copy ``model.bin`` of a :func:`proxy_copy_setup` version under ``prefix``."""
+    from bridge.progress import Progress
+
+    return engine.copy_files(source, ["model.bin"], prefix, Progress(label, 0, 1, live=False))
+
+
+def stored_model_bin(s3, scope, prefix: str) -> bytes:
+    bucket, _ = split(scope.target_uri)
+    return s3.get_object(Bucket=bucket, Key=f"{prefix}model.bin")["Body"].read()
