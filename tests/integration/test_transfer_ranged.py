@@ -27,7 +27,7 @@ from bridge.errors import TemporaryError
 from bridge.transfer import SourceChanged
 
 from .conftest import unique
-from .transfer_support import copy_model_bin, proxy_copy_setup, split, stored_model_bin
+from .transfer_support import CutBody, copy_model_bin, proxy_copy_setup, split, stored_model_bin
 
 pytestmark = pytest.mark.integration
 
@@ -98,24 +98,6 @@ def test_stored_bytes_of_a_ranged_copy(scope, client, s3, presigned):
     assert stored_model_bin(s3, scope, prefix) == big
 
 
-class _CutBody:
-    """A body that ends early: the connection dropped after ``keep`` bytes."""
-
-    def __init__(self, body, keep: int):
-        self._body, self._left = body, keep
-        self.etag, self.total = body.etag, body.total
-
-    def read(self, n: int) -> bytes:
-        if self._left <= 0:
-            return b""
-        data = self._body.read(min(n, self._left))
-        self._left -= len(data)
-        return data
-
-    def close(self) -> None:
-        self._body.close()
-
-
 def test_a_range_cut_midway_resumes_where_it_stopped(scope, client, s3, presigned, monkeypatch):
     """The second range's body ends after 1 MiB: that range alone is asked for again from
     where it stopped, with a new presigned URL, and the file arrives intact."""
@@ -127,7 +109,7 @@ def test_a_range_cut_midway_resumes_where_it_stopped(scope, client, s3, presigne
     def wrap(body, start, n):
         if start == PART and not state["cut"]:
             state["cut"] = True
-            return _CutBody(body, MIB)
+            return CutBody(body, MIB)
         return body
 
     calls = _record_ranges(monkeypatch, source, wrap)

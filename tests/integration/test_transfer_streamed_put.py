@@ -28,7 +28,7 @@ from bridge import devstack
 from bridge.errors import TemporaryError
 
 from .conftest import unique
-from .transfer_support import copy_model_bin, proxy_copy_setup, split, stored_model_bin
+from .transfer_support import CutBody, copy_model_bin, proxy_copy_setup, split, stored_model_bin
 
 pytestmark = pytest.mark.integration
 
@@ -56,24 +56,6 @@ def _record(monkeypatch, obj, name: str, wrap=None) -> list:
 
     monkeypatch.setattr(obj, name, recorded)
     return calls
-
-
-class _CutBody:
-    """A body that ends early: the connection dropped after ``keep`` bytes."""
-
-    def __init__(self, body, keep: int):
-        self._body, self._left = body, keep
-        self.etag = getattr(body, "etag", "")
-
-    def read(self, n: int) -> bytes:
-        if self._left <= 0:
-            return b""
-        data = self._body.read(min(n, self._left))
-        self._left -= len(data)
-        return data
-
-    def close(self) -> None:
-        self._body.close()
 
 
 @PRESIGNED
@@ -114,7 +96,7 @@ def test_a_source_body_cut_midway_resumes_inside_the_same_upload(
 
     def cut_first(real, path, offset):
         body = real(path, offset)
-        return _CutBody(body, 7 * MIB) if offset == 0 else body
+        return CutBody(body, 7 * MIB) if offset == 0 else body
 
     opened = _record(monkeypatch, source, "open_at", cut_first)
     puts = _record(monkeypatch, engine.store, "put_stream")
@@ -201,7 +183,7 @@ def test_a_file_replaced_before_a_resumed_read_fails_and_stores_nothing(
             other = random.Random(26).randbytes(len(big))
             s3.put_object(Bucket=devstack.ARTIFACT_BUCKET, Key=key, Body=other)
             return real(path, offset)
-        return _CutBody(real(path, offset), 6 * MIB)
+        return CutBody(real(path, offset), 6 * MIB)
 
     opened = _record(monkeypatch, source, "open_at", cut_then_replace)
     prefix = unique("p") + "/"

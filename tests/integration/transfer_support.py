@@ -270,3 +270,24 @@ def copy_model_bin(engine, source, prefix: str, label: str):
 def stored_model_bin(s3, scope, prefix: str) -> bytes:
     bucket, _ = split(scope.target_uri)
     return s3.get_object(Bucket=bucket, Key=f"{prefix}model.bin")["Body"].read()
+
+
+class CutBody:
+    """A source body that ends early: the connection dropped after ``keep`` bytes. Every
+    other attribute (``etag``, ``total`` ...) is the wrapped body's."""
+
+    def __init__(self, body, keep: int):
+        self._body, self._left = body, keep
+
+    def __getattr__(self, name: str):
+        return getattr(self._body, name)
+
+    def read(self, n: int) -> bytes:
+        if self._left <= 0:
+            return b""
+        data = self._body.read(min(n, self._left))
+        self._left -= len(data)
+        return data
+
+    def close(self) -> None:
+        self._body.close()
