@@ -1,8 +1,12 @@
 """The MLflow edge: registered models, versions, aliases and artifact reads.
 
-Only this module imports mlflow. Errors leave it as bridge errors: an
-unreachable server is temporary (exit 3), rejected credentials are permanent
-(exit 2), a missing model or version is reported as such.
+Against an ``http(s)://`` MLflow server the requests are bridge's own, made by MLflow's
+rules (bridge.mlflow_http, bridge.mlflow_rest, bridge.mlflow_artifacts), so a sync, a
+status or the daemon never imports MLflow; any other registry, or a setting only
+MLflow's client honours, goes through ``MlflowClient`` (see ``lean_refusal``).
+BRIDGE_MLFLOW_CLIENT=mlflow always uses MLflow's client. Errors leave this module as
+bridge errors: an unreachable server is temporary (exit 3), rejected credentials are
+permanent (exit 2), a missing model or version is reported as such.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import BinaryIO
 
 from bridge.errors import BridgeError, CheckFailed, PermanentError, TemporaryError, UsageError
 from bridge.log import redact
+from bridge.mlflow_http import RestError, lean_refusal
 from bridge.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -102,16 +107,23 @@ def configure_mlflow_client(settings: Settings) -> None:
     )
 
 
+def _client_errors() -> tuple[type[Exception], ...]:
+    """The exceptions an MLflow call can fail with: bridge's REST error, and MLflow's
+    own once MLflow is loaded (a process that never imported it cannot meet them)."""
+    mlflow_exceptions = sys.modules.get("mlflow.exceptions")
+    if mlflow_exceptions is None:
+        return (RestError,)
+    return (RestError, mlflow_exceptions.MlflowException)
+
+
 @contextlib.contextmanager
 def mlflow_errors(what: str, tracking_uri: str | None) -> Iterator[None]:
     """Translate MLflow client failures into bridge errors with one clear line."""
-    from mlflow.exceptions import MlflowException
-
     try:
         yield
     except BridgeError:
         raise
-    except MlflowException as exc:
+    except _client_errors() as exc:
         raise translate_mlflow_error(exc, what, tracking_uri) from None
     except OSError as exc:
         raise TemporaryError(f"{what}: {exc}") from None
@@ -163,7 +175,7 @@ class _Unimportable(importlib.abc.MetaPathFinder):
         return None
 
 
-def lean_mlflow_imports() -> None:
+def lean_mlflow_imports(settings: Settings) -> None:
     """Import MLflow's client as the slim image has it, without pandas, SciPy, pyarrow, NumPy.
 
     For the processes that only sync, report status or serve (`bridge sync`,
@@ -173,6 +185,8 @@ def lean_mlflow_imports() -> None:
     normally. A no-op when MLflow or any of them is already imported (another
     caller in this process may rely on MLflow having seen them).
     """
+    if uses_own_requests(settings):
+        return  # MLflow is not imported at all
     if "mlflow" in sys.modules or any(m in sys.modules for m in _UNUSED_HEAVY):
         return
     hide = _Unimportable(_UNUSED_HEAVY)
@@ -190,10 +204,16 @@ class Registry:
     def __init__(self, settings: Settings):
         settings.require("tracking_uri")
         configure_mlflow_client(settings)
-        from mlflow import MlflowClient
-
         self.settings = settings
         self.tracking_uri = settings.tracking_uri
+        self.lean = uses_own_requests(settings)
+        if self.lean:
+            from bridge.mlflow_rest import RestClient
+
+            self.client = RestClient(settings.tracking_uri, settings.registry_uri)
+            return
+        from mlflow import MlflowClient
+
         self.client = MlflowClient(
             tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri
         )
@@ -235,6 +255,10 @@ class Registry:
         then entities first, which costs more than the request itself. The request is
         MLflow's own (``http_request``: its credentials, auth providers, retries and
         pooled session) on the endpoint its REST store uses."""
+        if self.lean:
+            body = self.client.search_registered_models_json(1000, token)
+            models = [_model_info_json(rm) for rm in body.get("registered_models") or []]
+            return models, body.get("next_page_token") or None
         store = self._rest_store
         if store is None:
             page = self.client.search_registered_models(max_results=1000, page_token=token)
@@ -252,6 +276,8 @@ class Registry:
         MLflow without the parts used here gets its client's way)."""
         from mlflow.store.model_registry.rest_store import RestStore
 
+        if self.lean:
+            return None
         registry_client = getattr(self.client, "_get_registry_client", None)
         if registry_client is None:
             return None
@@ -417,17 +443,21 @@ class Registry:
 
     def runs(self, run_ids: list[str], *, batch: int = 100, workers: int = 4) -> dict[str, RunInfo]:
         """Many runs at once: ``run_id IN (...)`` searches over every experiment, in parallel."""
-        from mlflow.entities import ViewType
-
         ids = sorted(set(run_ids))
         if not ids:
             return {}
+        if self.lean:
+            view_all = self.client.VIEW_ALL
+        else:
+            from mlflow.entities import ViewType
+
+            view_all = ViewType.ALL
         experiments: list[str] = []
         token = None
         with self._errors("listing experiments"):
             while True:
                 page = self.client.search_experiments(
-                    view_type=ViewType.ALL, max_results=1000, page_token=token
+                    view_type=view_all, max_results=1000, page_token=token
                 )
                 experiments.extend(e.experiment_id for e in page)
                 token = page.token
@@ -448,7 +478,7 @@ class Registry:
                             page = self.client.search_runs(
                                 exp_ids,
                                 filter_string=filt,
-                                run_view_type=ViewType.ALL,
+                                run_view_type=view_all,
                                 max_results=len(chunk),
                                 page_token=token,
                             )
@@ -516,11 +546,9 @@ def _filter_literal(value: str) -> str:
 @contextlib.contextmanager
 def _refusable() -> Iterator[None]:
     """Around a search: a filter the server will not run raises _FilterRefused."""
-    from mlflow.exceptions import MlflowException
-
     try:
         yield
-    except MlflowException as exc:
+    except _client_errors() as exc:
         status = exc.get_http_status_code() if hasattr(exc, "get_http_status_code") else 0
         if getattr(exc, "error_code", "") == "INVALID_PARAMETER_VALUE" or status in (413, 414):
             text = str(exc).splitlines()[0] if str(exc) else exc.error_code
@@ -634,6 +662,13 @@ def listed_versions(
     return found
 
 
+def uses_own_requests(settings: Settings) -> bool:
+    """True when bridge makes the MLflow requests itself (no ``import mlflow``)."""
+    if settings.mlflow_client != "auto":
+        return False
+    return lean_refusal(settings.tracking_uri, settings.registry_uri) is None
+
+
 class ArtifactSource:
     """The files under one model version's artifact root, read as streams.
 
@@ -657,17 +692,34 @@ class ArtifactSource:
         self._signed_lock = threading.Lock()
         self._first_etag: dict[str, str] = {}  # of the last read of each file from byte 0
         self.direct = direct_location(uri, settings) if settings is not None else None
+        self._lean = settings is not None and uses_own_requests(settings)
         if self.direct is None:
             _ = self._repo
 
     @property
     def _repo(self):
         if self._repo_obj is None:
+            from bridge.mlflow_artifacts import ProxyRepo, resolve_uri
+
+            proxied = resolve_uri(self.uri, self.tracking_uri or "") if self._lean else None
+            if proxied is not None:
+                self._repo_obj = ProxyRepo(proxied)
+                return self._repo_obj
             from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
             with mlflow_errors(f"artifacts at {self.uri}", self.tracking_uri):
                 self._repo_obj = get_artifact_repository(self.uri)
         return self._repo_obj
+
+    def _streams_over_http(self) -> bool:
+        """The repository reads files as HTTP GETs through MLflow's artifact proxy."""
+        from bridge.mlflow_artifacts import ProxyRepo
+
+        if isinstance(self._repo, ProxyRepo):
+            return True
+        from mlflow.store.artifact.http_artifact_repo import HttpArtifactRepository
+
+        return isinstance(self._repo, HttpArtifactRepository)
 
     def describe(self) -> str:
         return self.direct.uri() if self.direct is not None else f"{self.uri} (through MLflow)"
@@ -709,9 +761,7 @@ class ArtifactSource:
     def resumable(self) -> bool:
         """True when files stream over HTTP from MLflow's artifact proxy, which serves
         byte ranges: :meth:`open_at` can resume a read where it stopped."""
-        from mlflow.store.artifact.http_artifact_repo import HttpArtifactRepository
-
-        return self.direct is None and isinstance(self._repo, HttpArtifactRepository)
+        return self.direct is None and self._streams_over_http()
 
     def open_at(self, path: str, offset: int):
         """A readable body of ``path`` from byte ``offset`` on, through the artifact proxy.
@@ -786,10 +836,8 @@ class ArtifactSource:
                 with self.direct.open(obj) as stream:
                     yield stream
             return
-        from mlflow.store.artifact.http_artifact_repo import HttpArtifactRepository
-
         with mlflow_errors(f"reading artifact {path!r} at {self.uri}", self.tracking_uri):
-            if isinstance(self._repo, HttpArtifactRepository):
+            if self._streams_over_http():
                 with _http_stream(self._repo, path) as stream:
                     yield stream
                 return
@@ -900,15 +948,23 @@ def _signed_get(presigned, byte_range: str | None, accept, if_match: str | None 
     No other credentials go with it (``auth`` set: requests would otherwise look up
     ~/.netrc for every request and could add an Authorization header, which S3 refuses
     next to a signed URL)."""
-    from mlflow.utils.request_utils import cloud_storage_http_request
+    from bridge.mlflow_http import session
 
     headers = dict(presigned.headers or {})
     if byte_range:
         headers["Range"] = byte_range
     if if_match:
         headers["If-Match"] = if_match
-    resp = cloud_storage_http_request(
-        "get", presigned.url, headers=headers, stream=True, timeout=(5, 60), auth=_url_signed
+    # MLflow's cloud_storage_http_request policy: 5 retries, backoff 2 s, jitter 1 s.
+    resp = session(5, 2, 1.0).request(
+        "get",
+        presigned.url,
+        headers=headers,
+        stream=True,
+        timeout=(5, 60),
+        auth=_url_signed,
+        allow_redirects=os.environ.get("MLFLOW_ALLOW_HTTP_REDIRECTS", "true").lower()
+        in ("true", "1"),
     )
     try:
         accept(resp)
@@ -969,21 +1025,26 @@ def _range_body(presigned, path: str, start: int, end: int) -> _RangeBody:
     return _RangeBody(resp, resp.headers.get("ETag", ""), int(total) if total.isdigit() else -1)
 
 
-def _http_body(repo, path: str, offset: int) -> _HttpBody:
+def _proxy_get(repo, path: str, headers: dict | None):
+    """A streaming GET of ``path`` through the artifact proxy, and how to check it."""
+    from bridge.mlflow_artifacts import ProxyRepo, raise_for_status
+
+    if isinstance(repo, ProxyRepo):
+        return repo.get(path, headers), raise_for_status
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import augmented_raise_for_status, http_request
 
+    creds = get_default_host_creds(repo.artifact_uri)
     endpoint = posixpath.join("/", path)
+    resp = http_request(creds, endpoint, "GET", stream=True, extra_headers=headers)
+    return resp, augmented_raise_for_status
+
+
+def _http_body(repo, path: str, offset: int) -> _HttpBody:
     headers = {"Range": f"bytes={offset}-"} if offset else None
-    resp = http_request(
-        get_default_host_creds(repo.artifact_uri),
-        endpoint,
-        "GET",
-        stream=True,
-        extra_headers=headers,
-    )
+    resp, raise_for_status = _proxy_get(repo, path, headers)
     try:
-        augmented_raise_for_status(resp)
+        raise_for_status(resp)
         resp.raw.decode_content = True
         body = _HttpBody(resp)
         if offset and resp.status_code != 206:
@@ -1007,10 +1068,10 @@ def _http_body(repo, path: str, offset: int) -> _HttpBody:
 # history is trimmed to fit. Older servers allowed 5000 characters: stay within that
 # unless the installed client says more, and never assume more than 100 000.
 def tag_value_limit() -> int:
-    try:
-        from mlflow.utils.validation import MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH as limit
-    except ImportError:
-        limit = 5000
+    validation = sys.modules.get("mlflow.utils.validation")
+    if validation is None:  # not imported here: the lowest MLflow bridge supports (3.17)
+        return 100_000
+    limit = getattr(validation, "MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH", 5000)
     return min(int(limit), 100_000)
 
 

@@ -22,7 +22,7 @@ def build_reconciler(settings: Settings):
     from bridge.sync import Reconciler
 
     settings.require("tracking_uri", "target_uri")
-    lean_mlflow_imports()
+    lean_mlflow_imports(settings)
     return Reconciler(settings, Registry(settings), Store(settings))
 
 
@@ -112,7 +112,7 @@ def render_version(settings: Settings, model: str, version: str) -> str:
     from bridge.store import Store
 
     settings.require("tracking_uri", "target_uri")
-    lean_mlflow_imports()
+    lean_mlflow_imports(settings)
     registry, store = Registry(settings), Store(settings)
     info = registry.model_version(model, version)
     kname = k8s_name(model)

@@ -45,6 +45,13 @@ def _parse_dry_run(value: str) -> str:
         raise ValueError(f"{value!r} is not one of: server, client, none") from None
 
 
+def _parse_mlflow_client(value: str) -> str:
+    v = value.strip().lower()
+    if v not in ("auto", "mlflow"):
+        raise ValueError(f"{value!r} is not one of: auto, mlflow")
+    return v
+
+
 def _parse_bool(value: str) -> bool:
     v = value.strip().lower()
     if v in ("1", "true", "yes", "on"):
@@ -220,6 +227,14 @@ class Settings:
         ("BRIDGE_MLFLOW_MAX_RETRIES",),
         "Retries of one MLflow request before giving up (MLflow's own default retries for minutes).",
         _parse_non_negative_int,
+    )
+    mlflow_client: str = _setting(
+        "auto",
+        ("BRIDGE_MLFLOW_CLIENT",),
+        "auto: bridge makes the registry and artifact-proxy requests of an http(s) MLflow "
+        "server itself, by MLflow's rules, without importing MLflow; mlflow: always MLflow's "
+        "client (it is used anyway for other registries and MLflow auth providers).",
+        _parse_mlflow_client,
     )
     mlflow_timeout: float = _setting(
         15.0,

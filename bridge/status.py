@@ -760,7 +760,7 @@ def status_report(
     from bridge.store import Store
 
     settings.require("tracking_uri", "target_uri")
-    lean_mlflow_imports()
+    lean_mlflow_imports(settings)
     registry = Registry(settings)
     store = Store(settings)
     if sources is None:

@@ -8,6 +8,12 @@ and NumPy; mlflow-skinny, the slim image's MLflow, depends on none of them. The 
 does not install them and syncs without them. This checks which modules a real
 ``bridge sync --once`` / ``bridge status`` process ends with; it is not a timing test.
 
+Against an http(s) MLflow server, bridge makes its MLflow requests itself
+(bridge/mlflow_http.py): ``import mlflow`` alone runs MLflow's whole package init
+(mlflow/__init__.py imports tracing, GenAI with FastAPI and pydantic, OpenTelemetry),
+about 50 MB and 0.6 s. Such a process must not import MLflow at all; with
+BRIDGE_MLFLOW_CLIENT=mlflow it goes through MLflow's client, still without the four.
+
 Bridge reaches the Kubernetes API through lightkube; the ``kubernetes`` package stays
 installed (the KServe SDK here, MLflow's MLFLOW_TRACKING_AUTH=kubernetes provider in the
 daemon image), so a process that imported it would hold its 37 MB for nothing: a real
@@ -30,7 +36,7 @@ from .transfer_support import create_version, model_files
 pytestmark = pytest.mark.integration
 
 HEAVY = ("pandas", "scipy", "pyarrow", "numpy")
-KUBE_CLIENTS = ("kubernetes", "lightkube")
+KUBE_CLIENTS = ("kubernetes", "lightkube", "mlflow")
 
 
 def _probe(modules: tuple[str, ...]) -> str:
@@ -44,7 +50,7 @@ runpy.run_module("bridge", run_name="__main__")
 """
 
 
-PROBE = _probe(HEAVY)
+PROBE = _probe((*HEAVY, "mlflow"))
 
 
 def _last_loaded(text: str) -> list[str]:
@@ -72,20 +78,24 @@ def test_the_full_install_has_the_heavy_modules():
     assert all(importlib.util.find_spec(m) is not None for m in HEAVY)
 
 
+@pytest.mark.parametrize("mode", ["auto", "mlflow"])
 @pytest.mark.parametrize("source", ["direct S3", "MLflow proxy"])
-def test_sync_process_does_not_import_numpy_pandas_scipy_pyarrow(scope, client, s3, source):
+def test_sync_process_does_not_import_numpy_pandas_scipy_pyarrow(scope, client, s3, source, mode):
     name = unique("lean")
     v = create_version(client, s3, name, model_files(big=1024, small=2, seed=3))
     client.set_registered_model_alias(name, scope.alias, v)
-    env = {"BRIDGE_SOURCE_ARTIFACTS_URI": ""} if source == "MLflow proxy" else None
-    loaded, stderr = _loaded(scope, "sync", "--once", env=env)
+    env = {"BRIDGE_MLFLOW_CLIENT": mode}
+    if source == "MLflow proxy":
+        env["BRIDGE_SOURCE_ARTIFACTS_URI"] = ""
+    loaded, stderr = _loaded(scope, "sync", "--once", "--model", name, env=env)
     assert source.replace("direct S3", "server-side copy") in stderr  # the path was taken
-    assert loaded == []
+    assert loaded == ([] if mode == "auto" else ["mlflow"])
 
 
-def test_status_process_does_not_import_numpy_pandas_scipy_pyarrow(scope):
-    loaded, _ = _loaded(scope, "status", "--output", "json")
-    assert loaded == []
+@pytest.mark.parametrize("mode", ["auto", "mlflow"])
+def test_status_process_does_not_import_numpy_pandas_scipy_pyarrow(scope, mode):
+    loaded, _ = _loaded(scope, "status", "--output", "json", env={"BRIDGE_MLFLOW_CLIENT": mode})
+    assert loaded == ([] if mode == "auto" else ["mlflow"])
 
 
 @pytest.mark.fake_k8s_api

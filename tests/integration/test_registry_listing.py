@@ -5,8 +5,9 @@ as the JSON the server sends (the RegisteredModel message of
 mlflow/protos/model_registry.proto, written by ``message_to_json`` in
 mlflow/server/handlers.py ``_search_registered_models``), on the endpoint and with
 the request helper MLflow's own REST store uses (``call_endpoint`` in
-mlflow/utils/rest_utils.py), in the installed mlflow 3.17.2. These tests hold it
-to what MLflow's client makes of the same answer.
+mlflow/utils/rest_utils.py), in the installed mlflow 3.17.2, or (BRIDGE_MLFLOW_CLIENT
+auto, the default) with bridge's own requests (bridge/mlflow_http.py). These tests
+hold both to what MLflow's client makes of the same answer.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def _through_the_client(client, names: set[str]):
             return found
 
 
-def test_the_json_listing_reads_what_mlflows_client_reads(scope, client, s3):
+@pytest.mark.parametrize("mode", ["auto", "mlflow"])
+def test_the_json_listing_reads_what_mlflows_client_reads(scope, client, s3, mode):
     base = unique("listing")
     odd = f'{base} it\'s "odd"\nline ünï'
     plain, runless, staged = f"{base}-plain", f"{base}-runless", f"{base}-staged"
@@ -51,8 +53,9 @@ def test_the_json_listing_reads_what_mlflows_client_reads(scope, client, s3):
     client.transition_model_version_stage(staged, s1, "Production")
     names = {plain, runless, odd, staged}
 
-    registry = Registry(load_settings())
-    assert registry._rest_store is not None  # the JSON path is the one under test
+    registry = Registry(load_settings({"mlflow_client": mode}))
+    # the JSON path is the one under test: bridge's own requests, or MLflow's REST store
+    assert registry.lean if mode == "auto" else registry._rest_store is not None
     pages = list(registry.registered_model_pages())
     ours = {m.name: m for page in pages for m in page if m.name in names}
     theirs = _through_the_client(client, names)
